@@ -1,0 +1,1 @@
+"""Pieces every ClearCard service shares: configuration, messages, bus, database, telemetry."""

@@ -1,0 +1,71 @@
+"""The bus interface every transport implements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from shared.bus.topology import Topology
+
+
+class BusError(Exception):
+    """The broker could not take or deliver a message (connection lost, nack, closed)."""
+
+
+class Reject(Exception):
+    """Raised by a handler: the message can never be processed; dead-letter it."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to a handler."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+    # how many times the broker handed this message out before (quorum queues count it)
+    delivery_count: int = 0
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """What services may do with the broker; one object owns the connection."""
+
+    async def declare(self, topology: Topology) -> None:
+        """Declare exchanges, queues, bindings and their dead-letter companions."""
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm."""
+
+    async def consume(
+        self,
+        queue: str,
+        handler: Handler,
+        *,
+        prefetch: int = 16,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run `handler` for each delivery of `queue` until cancelled (reports ready once consuming)."""
+
+    async def declare_reply_queue(self) -> str:
+        """An exclusive, auto-deleted queue for this process's RPC replies; returns its name."""

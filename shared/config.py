@@ -1,0 +1,75 @@
+"""Configuration read from the environment, exactly as contract §1 names it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HTTP = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a ClearCard process reads from its environment."""
+
+    amqp_url: str | None
+    database_url: str | None
+    data_dir: Path
+    backup_dirs: tuple[Path, ...]
+    fleet_file: Path | None
+    http_host: str
+    http_port: int
+
+    @property
+    def embedded_bus(self) -> bool:
+        """True when no broker is configured: all services must share this process."""
+        return self.amqp_url is None
+
+    @property
+    def embedded_database(self) -> bool:
+        """True when PostgreSQL is started under the data dir (pgserver)."""
+        return self.database_url is None
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def emulator_dir(self) -> Path:
+        return self.data_dir / "emulator"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the contract's CLEARCARD_* variables; empty values count as unset."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        data_dir = Path(get("CLEARCARD_DATA_DIR") or ".clearcard").absolute()
+        backup_raw = get("CLEARCARD_BACKUP_DIRS")
+        if backup_raw:
+            backup_dirs = tuple(Path(p).absolute() for p in backup_raw.split(":") if p.strip())
+        else:
+            backup_dirs = (data_dir / "backups" / "primary", data_dir / "backups" / "secondary")
+        fleet = get("CLEARCARD_FLEET")
+        host, port = _parse_http(get("CLEARCARD_HTTP") or DEFAULT_HTTP)
+        return cls(
+            amqp_url=get("CLEARCARD_AMQP_URL"),
+            database_url=get("CLEARCARD_DATABASE_URL"),
+            data_dir=data_dir,
+            backup_dirs=backup_dirs,
+            fleet_file=Path(fleet).absolute() if fleet else None,
+            http_host=host,
+            http_port=port,
+        )
+
+
+def _parse_http(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"CLEARCARD_HTTP must be host:port, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

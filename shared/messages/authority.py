@@ -1,0 +1,60 @@
+"""Commands to the bureau (the authority simulator, or a real bureau connector); routing key authority.<op>."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from shared.messages.base import DeviceId, Frozen, Period
+from shared.messages.device import Invoice, TypeSummary, WritebackPackage
+
+
+class OfflineInvoicesUpload(Frozen):
+    """`upload_offline`: invoices issued offline reach the bureau."""
+
+    device_id: DeviceId
+    taxpayer_id: str
+    period: Period
+    invoices: list[Invoice]
+
+
+class ReportSubmission(Frozen):
+    """`submit_report`: the device's signed summaries (上报汇总)."""
+
+    device_id: DeviceId
+    taxpayer_id: str
+    machine_no: int
+    period: Period
+    summaries: list[TypeSummary]
+
+
+class Accepted(Frozen):
+    accepted: int  # how many items the bureau took (a repeat is accepted again, not duplicated)
+
+
+class DeclarationQuery(Frozen):
+    """`declaration_status`: has the taxpayer filed, and did the comparison pass?"""
+
+    taxpayer_id: str
+    period: Period
+    device_id: DeviceId
+
+
+class DeclarationStatus(Frozen):
+    declared: bool
+    comparison: Literal["pass", "fail", "pending"]
+
+
+class PackageRequest(Frozen):
+    """`writeback_package`: ask for the clear package bound to the device's challenge."""
+
+    device_id: DeviceId
+    taxpayer_id: str
+    machine_no: int
+    family: str
+    period: Period
+    invoice_types: list[str]
+    challenge: str
+
+
+class PackageReply(Frozen):
+    package: WritebackPackage

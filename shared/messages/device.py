@@ -1,0 +1,143 @@
+"""Commands to the device gateway and its replies (internal; routing key gateway.<gateway>.<op>).
+
+Every command names one device; the gateway runs commands for one device one at a time, in
+arrival order. PINs never travel in messages: the gateway holds the PIN on record.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.messages.base import DeviceId, Frozen, InvoiceType, Period
+
+TypeStatus = Literal[0, 1, 2]  # 0 needs reporting, 1 reported awaiting write-back, 2 cleared
+
+
+class DeviceCommand(Frozen):
+    """Base of every gateway command."""
+
+    device_id: DeviceId
+    request_id: str | None = None  # for logs and audit only
+
+
+class PeriodCommand(DeviceCommand):
+    period: Period
+    invoice_types: list[InvoiceType] = Field(default_factory=list)  # empty = every type held
+
+
+class Monitoring(Frozen):
+    """The bureau's monitoring data (监控管理数据) as the device holds it."""
+
+    lock_date: str  # 开票截止日期, YYYY-MM-DD
+    report_window_start: str  # 数据报送起始日期
+    report_window_end: str  # 数据报送终止日期
+    latest_report_date: str | None = None  # 最新报税日期
+    upload_deadline: str  # 上传截止日期
+    single_invoice_limit: str  # 单张发票限额 (yuan, decimal string)
+    positive_cumulative_limit: str
+    negative_cumulative_limit: str
+    offline_hours_limit: int
+    offline_amount_limit: str
+
+
+class DeviceInfo(Frozen):
+    """Reply to `info` and `precheck`: what the device says about itself right now."""
+
+    device_id: str
+    family: str
+    taxpayer_id: str
+    machine_no: int
+    clock: str  # device clock, ISO 8601 with offset
+    open_period: str  # the period the device holds open for reporting, YYYY-MM
+    types: dict[str, TypeStatus]  # invoice type code -> status
+    offline_pending: int
+    pin_tries_left: int
+    monitoring: Monitoring
+
+
+class Invoice(Frozen):
+    invoice_type: str
+    code: str  # 发票代码
+    number: str  # 发票号码
+    issued_at: str
+    amount: str  # yuan, decimal string
+    tax: str
+    kind: Literal["normal", "negative", "void"] = "normal"
+    offline: bool = False
+
+
+class TypeSummary(Frozen):
+    """The signed period summary (抄税) of one invoice type."""
+
+    invoice_type: str
+    period: str
+    opening_stock: int
+    bought: int
+    closing_stock: int
+    normal_count: int
+    normal_amount: str
+    normal_tax: str
+    negative_count: int
+    negative_amount: str
+    negative_tax: str
+    void_count: int
+    signature: str  # hex; the device's signature over the summary
+
+
+class PeriodData(Frozen):
+    """Reply to `read_period`: everything a backup of the device's period holds."""
+
+    info: DeviceInfo
+    invoices: list[Invoice]
+    summaries: list[TypeSummary]  # as they would be reported (not signed if not yet reported)
+
+
+class OfflineUpload(Frozen):
+    """Reply to `upload_offline`: the invoices issued offline, now marked uploaded on the device."""
+
+    device_id: str
+    invoices: list[Invoice]
+
+
+class ReportReply(Frozen):
+    """Reply to `report`: one signed summary per type now in status 1 (or already reported)."""
+
+    device_id: str
+    summaries: list[TypeSummary]
+
+
+class Challenge(Frozen):
+    """Reply to `challenge`: a random value the next write-back package must carry."""
+
+    device_id: str
+    challenge: str
+
+
+class WritebackPackage(Frozen):
+    """The bureau's ciphertext package (反写监控), checked by the device before it applies it."""
+
+    package_id: str
+    device_id: str
+    taxpayer_id: str
+    machine_no: int
+    period: str
+    invoice_types: list[str]
+    issued_at: str  # bureau time, ISO 8601
+    challenge: str
+    next_lock_date: str  # YYYY-MM-DD
+    clock_block: str | None = None  # tax control disks: clock calibration, written first
+    ciphertext: str  # hex
+    checksum: str  # hex
+
+
+class WritebackCommand(DeviceCommand):
+    package: WritebackPackage
+
+
+class WritebackReply(Frozen):
+    device_id: str
+    applied: list[str]  # types cleared by this package now
+    already: list[str]  # types this package had already cleared (a repeat is not applied twice)
+    lock_date: str
