@@ -1,0 +1,1 @@
+"""The `clearcard` command and the wiring that runs services in one process."""

@@ -1,0 +1,1 @@
+"""The ClearCard services: auth, coordinator, backup, audit, authority (bureau) simulator."""

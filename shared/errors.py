@@ -49,7 +49,9 @@ PLAIN_WORDS: dict[ErrorCode, str] = {
     ErrorCode.DEVICE_PIN_INVALID: (
         "The certificate PIN on record is wrong; one try was used. Correct the PIN before retrying."
     ),
-    ErrorCode.DEVICE_PIN_LOCKED: "No PIN tries are left; the device is locked until the tax office resets it.",
+    ErrorCode.DEVICE_PIN_LOCKED: (
+        "No PIN tries are left; the device is locked until the tax office resets it."
+    ),
     ErrorCode.DEVICE_LOCKED: "The device passed its lock date uncleared; the tax office must unlock it.",
     ErrorCode.DEVICE_CLOCK_ABNORMAL: "The device clock is abnormal; it cannot be moved backwards.",
     ErrorCode.OFFLINE_INVOICES_PENDING: (

@@ -69,3 +69,6 @@ class Bus(Protocol):
 
     async def declare_reply_queue(self) -> str:
         """An exclusive, auto-deleted queue for this process's RPC replies; returns its name."""
+
+    async def bind(self, queue: str, exchange: str, pattern: str) -> None:
+        """Bind a queue (typically a reply queue following events) to an exchange."""

@@ -53,8 +53,8 @@ class MemoryBus:
             dead = spec.dead_letter_queue
             self._declare_queue(dead, None)
             self._bind(DEAD_LETTERS, spec.name, dead)
-            for exchange, pattern in spec.bindings:
-                self._bind(exchange, pattern, spec.name)
+            for source, pattern in spec.bindings:
+                self._bind(source, pattern, spec.name)
         await trio.lowlevel.checkpoint()
 
     def _declare_queue(self, name: str, spec: QueueSpec | None) -> None:
@@ -72,6 +72,12 @@ class MemoryBus:
         self._declare_queue(name, None)
         await trio.lowlevel.checkpoint()
         return name
+
+    async def bind(self, queue: str, exchange: str, pattern: str) -> None:
+        if queue not in self._queues:
+            raise BusError(f"no queue {queue!r}")
+        self._bind(exchange, pattern, queue)
+        await trio.lowlevel.checkpoint()
 
     async def publish(
         self,

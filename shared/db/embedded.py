@@ -20,7 +20,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         uri = server.get_uri()
         # pgserver answers on a unix socket; asyncpg takes it as the `host` query parameter
         if "host=" in uri:
-            base, _, query = uri.partition("?")
+            _, _, query = uri.partition("?")
             host = dict(p.split("=", 1) for p in query.split("&"))["host"]
             yield f"postgresql://postgres@/postgres?host={quote(host)}"
         else:

@@ -62,10 +62,10 @@ class Database:
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """One read outside a transaction block."""
-        return await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)  # type: ignore[no-any-return]
+        return await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)  # type: ignore[no-any-return]
+        return await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
 
     async def ping(self) -> bool:
         """True if the database answers (readiness)."""

@@ -1,4 +1,4 @@
-"""Commands to the bureau (the authority simulator, or a real bureau connector); routing key authority.<op>."""
+"""Commands to the bureau (authority simulator or a real connector); routing key authority.<op>."""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""`clearcard demo`: every service in one process, a sample fleet, one clear with live progress."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from clearcard.follow import Followed, new_request_id, submit_and_follow
+from clearcard.runtime import ALL, infrastructure, start_services
+from services.auth.roles import Role
+from services.auth.tokens import KeyRing
+from shared.config import Settings
+from shared.messages.clear import STEPS, ClearRequest
+
+DEMO_BRANCH = "demo-wuhan"
+CHINA = timezone(timedelta(hours=8))
+
+
+def demo_clock(today: date | None = None) -> tuple[datetime, str]:
+    """An emulated 'now' on the 3rd of this month, 09:00 Beijing time, and the closed period."""
+    today = today or datetime.now(CHINA).date()
+    clock = datetime(today.year, today.month, 3, 9, 0, tzinfo=CHINA)
+    last = today.replace(day=1) - timedelta(days=1)
+    return clock, f"{last.year:04d}-{last.month:02d}"
+
+
+SAMPLE_DEVICE_IDS = ("661500000001", "661500000002", "499000000003", "539900000004")
+
+
+def sample_fleet(clock: datetime, period: str) -> str:
+    """Four devices of three families in one branch, all ready to clear."""
+    devices = [
+        (SAMPLE_DEVICE_IDS[0], "ukey", "91420100MA4K0001XK", ["004", "007", "026"]),
+        (SAMPLE_DEVICE_IDS[1], "ukey", "91420100MA4K0001XK", ["026"]),
+        (SAMPLE_DEVICE_IDS[2], "golden_tax_disk", "91420100MA4K0002XL", ["004", "007"]),
+        (SAMPLE_DEVICE_IDS[3], "tax_control_disk", "91110000MA01A0BC3M", ["004", "007", "025"]),
+    ]
+    parts = [f'clock = "{clock.isoformat()}"\n']
+    for n, (device_id, family, taxpayer, types) in enumerate(devices):
+        parts.append(
+            f'\n[[device]]\nid = "{device_id}"\nfamily = "{family}"\ntaxpayer_id = "{taxpayer}"\n'
+            f'branch = "{DEMO_BRANCH}"\nmachine_no = {n % 2}\npin = "88888888"\npin_tries_left = 5\n'
+            f'period = "{period}"\ninvoice_types = {types!r}\ninvoices_per_type = 12\n'
+            f"offline_pending = {2 if n == 0 else 0}\nlatency_ms = 40\n"
+            'declared = true\ncomparison = "pass"\n'.replace("'", '"')
+        )
+    return "".join(parts)
+
+
+def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
+    table = Table(title=f"clear {request_id}", expand=False)
+    table.add_column("device")
+    table.add_column("step")
+    table.add_column("progress")
+    table.add_column("outcome")
+    for device_id, row in devices.items():
+        percent = int(row.get("percent", 0))
+        bar = "█" * (percent // 5) + "░" * (20 - percent // 5)
+        table.add_row(device_id, row.get("step", "waiting"), f"{bar} {percent:3d}%", row.get("outcome", ""))
+    return table
+
+
+async def run_demo(settings: Settings, console: Console) -> int:
+    """Run the demo; returns the exit code (0 when every device cleared)."""
+    fleet_file = settings.fleet_file
+    clock, period = demo_clock()
+    if fleet_file is None:
+        # the sample fleet starts afresh every run: its devices' saved state is dropped
+        fleet_file = settings.data_dir / "demo-fleet.toml"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fleet_file.write_text(sample_fleet(clock, period), encoding="utf-8")
+        for device_id in SAMPLE_DEVICE_IDS:
+            for stale in settings.emulator_dir.glob(f"{device_id}*"):
+                stale.unlink()
+        settings = replace(settings, fleet_file=fleet_file)
+    token = KeyRing(settings.keys_dir).issue("demo-operator", Role.OPERATOR, [DEMO_BRANCH], ttl=600)
+    request = ClearRequest(request_id=new_request_id(), branch_id=DEMO_BRANCH, period=period, mode="auto")
+    console.print(f"[bold]ClearCard demo[/bold]: branch {DEMO_BRANCH}, period {period}, "
+                  f"emulated device clock {clock.isoformat()}")
+    console.print(f"data dir {settings.data_dir}; embedded PostgreSQL and in-process bus")
+    devices: dict[str, dict[str, Any]] = {}
+    with Live(_table(devices, request.request_id), console=console, refresh_per_second=8) as live:
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] == "clear.accepted":
+                for d in event["devices"]:
+                    devices.setdefault(d, {})
+            elif event["event"] == "clear.progress":
+                devices.setdefault(event["device_id"], {}).update(step=event["step"], percent=event["percent"])
+            elif event["event"] == "clear.finished":
+                for r in event["results"]:
+                    devices.setdefault(r["device_id"], {})["outcome"] = r["outcome"] + (
+                        f" ({r['error']['code']})" if r.get("error") else "")
+            live.update(_table(devices, request.request_id))
+
+        async with infrastructure(settings) as (bus, db), trio.open_nursery() as nursery:
+            await start_services(nursery, ALL, bus, db, settings)
+            with trio.fail_after(120):
+                followed: Followed = await submit_and_follow(bus, request, token, on_event=on_event)
+            nursery.cancel_scope.cancel()
+    final = followed.final
+    console.print(f"steps per device: {' → '.join(s.value for s in STEPS)}")
+    console.print(f"result: [bold]{final.get('status', final['event'])}[/bold]")
+    for r in final.get("results", []):
+        console.print(f"  {r['device_id']}: {r['outcome']}"
+                      + (f" — {r['error']['code']}: {r['error']['message']}" if r.get("error") else "")
+                      + (f" (backup {r['backup_id']})" if r.get("backup_id") else ""))
+    if final["event"] == "clear.rejected":
+        console.print(f"  rejected: {final['error']['code']}: {final['error']['message']}")
+    console.print(f"trace id: [bold]{final['trace_id']}[/bold]")
+    return 0 if final.get("status") == "succeeded" else 1

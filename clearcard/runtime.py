@@ -1,0 +1,98 @@
+"""Running services in this process: the bus, the database and the services' nursery.
+
+With nothing configured the bus is in-memory and PostgreSQL is embedded under the data dir,
+so every service must share this process (`clearcard demo`, `clearcard serve all`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+import trio_asyncio
+
+from shared.bus.api import Bus
+from shared.bus.memory import MemoryBus
+from shared.config import Settings
+from shared.db import Database
+from shared.db.embedded import embedded_postgres
+from shared.db.migrate import migrate
+
+
+class ServiceEntry(Protocol):
+    def __call__(self, bus: Bus, db: Database, settings: Settings, *,
+                 task_status: trio.TaskStatus[None] = ...) -> Awaitable[None]: ...
+
+
+# service name -> "module:function"; imported only when that service runs
+SERVICES: dict[str, str] = {
+    "audit": "services.audit.service:run_audit",
+    "authority-sim": "services.authority_sim.service:run_authority",
+    "gateway": "device_gateway.service:run_gateway",
+    "backup": "services.backup.service:run_backup",
+    "auth": "services.auth.service:run_auth",
+    "coordinator": "services.coordinator.service:run_coordinator",
+}
+# start order: consumers of commands before their callers
+ALL = tuple(SERVICES)
+
+
+def entry(name: str) -> ServiceEntry:
+    module, _, function = SERVICES[name].partition(":")
+    fn: ServiceEntry = getattr(importlib.import_module(module), function)
+    return fn
+
+
+@asynccontextmanager
+async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[tuple[Bus, Database]]:
+    """The bus and database for this process; needs to run inside `trio_asyncio.open_loop()`."""
+    with ExitStack() as stack:
+        dsn = settings.database_url or stack.enter_context(embedded_postgres(settings.data_dir))
+        async with Database.open(dsn) as db:
+            if run_migrations:
+                await migrate(db)
+            if settings.amqp_url is None:
+                yield MemoryBus(), db
+            else:
+                from shared.bus.rabbitmq import RabbitBus
+
+                async with RabbitBus.connect(settings.amqp_url) as bus:
+                    yield bus, db
+
+
+async def start_services(nursery: trio.Nursery, names: Sequence[str], bus: Bus, db: Database,
+                         settings: Settings) -> None:
+    """Start each named service and wait until it is consuming."""
+    for name in names:
+        run = entry(name)
+        await nursery.start(_bind(run, bus, db, settings))
+
+
+def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Callable[..., Awaitable[None]]:
+    async def start(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await run(bus, db, settings, task_status=task_status)
+
+    return start
+
+
+def resolve(names: Sequence[str]) -> list[str]:
+    """Expand `all` and check names, keeping the start order."""
+    wanted = set(ALL) if "all" in names else set(names)
+    unknown = wanted - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown service(s): {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(SERVICES)} or all")
+    return [n for n in ALL if n in wanted]
+
+
+def run_async(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async entry point under trio with an asyncio loop for asyncpg/pika."""
+
+    async def main() -> Any:
+        async with trio_asyncio.open_loop():
+            return await fn()
+
+    return trio.run(main)

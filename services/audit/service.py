@@ -1,0 +1,68 @@
+"""The audit service: appends every `audit.record` to the hash-chained log."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import trio
+
+from services.audit import store
+from services.audit.log import advance_checkpoint
+from shared.bus.api import Bus, Delivery, Reject
+from shared.bus.middleware import traced
+from shared.bus.topology import AUDIT, topology_for
+from shared.config import Settings
+from shared.db.pool import Database
+from shared.messages.audit import AuditRecord
+from shared.messages.codec import decode
+
+MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
+
+_TEXT_FIELDS = ("record_id", "service", "subject", "action", "request_id", "device_id",
+                "branch_id", "outcome", "error_code", "trace_id")
+
+
+def storable(record: AuditRecord) -> AuditRecord:
+    """The record if PostgreSQL can store it as is; raises Reject (dead-letter) otherwise."""
+    if not record.record_id or len(record.record_id) > MAX_RECORD_ID:
+        raise Reject(f"record_id must be 1 to {MAX_RECORD_ID} characters")
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if "\x00" in value:
+            raise Reject(f"{name} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Reject(f"{name} is not valid Unicode") from None
+    try:
+        json.dumps(record.detail, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (lone surrogates) is a ValueError
+        raise Reject(f"detail cannot be stored: {exc}") from None
+    return record
+
+
+async def handle_record(db: Database, settings: Settings, delivery: Delivery) -> None:
+    """Append one record (a redelivered record_id is stored once), then re-anchor the head."""
+    record = storable(decode(AuditRecord, delivery.body))
+    appended = await db.run(store.append_record, record)
+    if appended is not None:
+        await advance_checkpoint(db, settings)
+
+
+async def run_audit(
+    bus: Bus,
+    db: Database,
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Consume the audit queue until cancelled."""
+    await bus.declare(topology_for(AUDIT))
+    await advance_checkpoint(db, settings)  # catch up on appends a crash left unanchored
+    handler = traced("audit", AUDIT.name, partial(handle_record, db, settings))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(bus.consume, AUDIT.name, handler))
+        task_status.started()

@@ -1,0 +1,140 @@
+"""Short-lived signed access tokens (JWT, Ed25519), with key rotation.
+
+The signing keys live under <keys_dir>/auth: `signing-<kid>.pem` (private, newest signs) and
+the public halves `<kid>.pub.pem` that every service verifies with. Rotating adds a new key;
+tokens signed with older keys stay valid until they expire, so rotation needs no downtime.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.auth.roles import Role
+from shared.errors import ClearCardError, ErrorCode
+
+ISSUER = "clearcard-auth"
+AUDIENCE = "clearcard"
+DEFAULT_TTL = 3600
+MAX_TTL = 366 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    subject: str
+    role: Role
+    branches: tuple[str, ...]
+    token_id: str
+    expires_at: int
+
+
+class KeyRing:
+    """The auth keys in one folder; created on first use."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self.folder = keys_dir / "auth"
+
+    def _public_keys(self) -> dict[str, Ed25519PublicKey]:
+        keys = {}
+        for path in sorted(self.folder.glob("*.pub.pem")):
+            key = serialization.load_pem_public_key(path.read_bytes())
+            if isinstance(key, Ed25519PublicKey):
+                keys[path.name.removesuffix(".pub.pem")] = key
+        return keys
+
+    def _newest_signing(self) -> tuple[str, Ed25519PrivateKey] | None:
+        paths = sorted(self.folder.glob("signing-*.pem"), key=lambda p: p.stat().st_mtime_ns)
+        if not paths:
+            return None
+        path = paths[-1]
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        return path.name.removeprefix("signing-").removesuffix(".pem"), key
+
+    def rotate(self) -> str:
+        """Create a new signing key; returns its key id. Older public keys keep verifying."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        kid = f"{int(time.time())}-{secrets.token_hex(4)}"
+        private = Ed25519PrivateKey.generate()
+        signing = self.folder / f"signing-{kid}.pem"
+        fd = os.open(signing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ))
+        (self.folder / f"{kid}.pub.pem").write_bytes(private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        ))
+        return kid
+
+    def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        found = self._newest_signing()
+        if found is None:
+            self.rotate()
+            found = self._newest_signing()
+        assert found is not None
+        return found
+
+    def issue(self, subject: str, role: Role, branches: list[str], ttl: int = DEFAULT_TTL) -> str:
+        """Sign an access token for `subject` with `role` over `branches`."""
+        if not subject or len(subject) > 128:
+            raise ValueError("subject must be 1 to 128 characters")
+        if not 1 <= ttl <= MAX_TTL:
+            raise ValueError(f"ttl must be between 1 and {MAX_TTL} seconds")
+        if not branches:
+            raise ValueError("a token needs at least one --branch (or '*' for every branch)")
+        kid, key = self.signing_key()
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "role": str(role),
+            "branches": branches, "iat": now, "nbf": now - 5, "exp": now + ttl,
+            "jti": secrets.token_hex(8),
+        }
+        return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+
+    def verify(self, token: str) -> Principal:
+        """Check signature, issuer, audience and expiry; raises AUTH_INVALID with the reason."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token is not a valid token.") from None
+        key = self._public_keys().get(str(kid))
+        if key is None:
+            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token was signed by an unknown key.")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
+                options={"require": ["exp", "sub", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token has expired.") from None
+        except jwt.PyJWTError as exc:
+            raise ClearCardError(ErrorCode.AUTH_INVALID, f"The access token is not valid ({exc}).") from None
+        try:
+            role = Role(str(claims.get("role")))
+            branches = tuple(str(b) for b in claims.get("branches") or ())
+        except (ValueError, TypeError):
+            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token names an unknown role.") from None
+        return Principal(claims["sub"], role, branches, claims["jti"], int(claims["exp"]))
+
+
+def bearer(header_value: object) -> str:
+    """The token of an `authorization: Bearer <token>` header; AUTH_REQUIRED when absent."""
+    if isinstance(header_value, bytes):
+        header_value = header_value.decode("utf-8", "replace")
+    if not isinstance(header_value, str) or not header_value.strip():
+        raise ClearCardError(ErrorCode.AUTH_REQUIRED)
+    scheme, _, token = header_value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ClearCardError(ErrorCode.AUTH_INVALID, "The authorization header must be 'Bearer <token>'.")
+    return token.strip()

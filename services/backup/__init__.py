@@ -1,0 +1,13 @@
+"""The backup service: encrypted, content-named snapshots of a device's period in several places.
+
+No write-back happens without a verified backup of that device's period (contract §4); the
+coordinator asks for one with `backup.take` and gets an answer only once every copy was read
+back intact.
+"""
+
+from services.backup.api import check_copies, list_backups, restore_backup, take_backup, verify_backup
+from services.backup.sealed import create_key as rotate_key
+from services.backup.service import run_backup
+
+__all__ = ["check_copies", "list_backups", "restore_backup", "rotate_key", "run_backup", "take_backup",
+           "verify_backup"]

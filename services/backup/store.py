@@ -1,0 +1,105 @@
+"""The backups table and the device record a backup includes (asyncio-flavoured, via Database.run)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class BackupRow:
+    backup_id: str
+    device_id: str
+    taxpayer_id: str
+    machine_no: int
+    family: str
+    period: str
+    request_id: str
+    taken_at: datetime
+    size: int
+    checksum: str
+    key_id: str
+    file_name: str
+    locations: list[str]
+
+    def listing(self) -> dict[str, Any]:
+        """As `clearcard backup list --json` shows it."""
+        return {
+            "id": self.backup_id,
+            "backup_id": self.backup_id,
+            "device_id": self.device_id,
+            "taxpayer_id": self.taxpayer_id,
+            "machine_no": self.machine_no,
+            "period": self.period,
+            "request_id": self.request_id,
+            "taken_at": self.taken_at.isoformat(),
+            "size": self.size,
+            "checksum": self.checksum,
+            "locations": list(self.locations),
+        }
+
+
+_COLUMNS = ("backup_id, device_id, taxpayer_id, machine_no, family, period, request_id, taken_at, "
+            "size, checksum, key_id, file_name, locations")
+
+
+def _row(record: asyncpg.Record) -> BackupRow:
+    fields = dict(record)
+    fields["locations"] = list(fields["locations"])
+    return BackupRow(**fields)
+
+
+async def by_request(conn: asyncpg.Connection, request_id: str, device_id: str) -> BackupRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM backups WHERE request_id = $1 AND device_id = $2", request_id, device_id
+    )
+    return None if row is None else _row(row)
+
+
+async def by_id(conn: asyncpg.Connection, backup_id: str) -> BackupRow | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM backups WHERE backup_id = $1", backup_id)
+    return None if row is None else _row(row)
+
+
+async def all_backups(conn: asyncpg.Connection) -> list[BackupRow]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM backups ORDER BY taken_at, backup_id")
+    return [_row(r) for r in rows]
+
+
+async def insert(conn: asyncpg.Connection, row: BackupRow) -> BackupRow:
+    """Record a verified backup; if the same request already recorded one, that one is returned."""
+    values = [getattr(row, c.strip()) for c in _COLUMNS.split(",")]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    inserted = await conn.fetchrow(
+        f"INSERT INTO backups ({_COLUMNS}) VALUES ({placeholders}) "
+        "ON CONFLICT (request_id, device_id) DO NOTHING RETURNING backup_id",
+        *values,
+    )
+    if inserted is not None:
+        return row
+    existing = await by_request(conn, row.request_id, row.device_id)
+    assert existing is not None
+    return existing
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+async def device_record(conn: asyncpg.Connection, device_id: str) -> dict[str, Any] | None:
+    """The product's own record of a device (never its PIN)."""
+    row = await conn.fetchrow("SELECT * FROM devices WHERE device_id = $1", device_id)
+    if row is None:
+        return None
+    record = {k: _plain(v) for k, v in row.items() if k != "pin_cipher"}
+    if isinstance(record.get("type_status"), str):
+        record["type_status"] = json.loads(record["type_status"])
+    if record.get("invoice_types") is not None:
+        record["invoice_types"] = list(record["invoice_types"])
+    return record

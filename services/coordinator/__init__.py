@@ -1,0 +1,1 @@
+"""Coordinator: drives every device of a clear request through the steps, durably."""

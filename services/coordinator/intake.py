@@ -1,0 +1,150 @@
+"""Taking in authorized clear requests: idempotent by request id, previews, confirmations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from services.auth.decide import authorize
+from services.auth.tokens import KeyRing, Principal
+from services.coordinator import repository as repo
+from services.coordinator.plan import build_plan, confirmation
+from services.coordinator.ports import Ports
+from services.coordinator.runner import Runner
+from shared import audit, telemetry
+from shared.bus.api import Bus, Delivery
+from shared.db import Database
+from shared.errors import ClearCardError, ErrorCode
+from shared.events import publish_event
+from shared.messages.clear import (
+    ClearAccepted,
+    ClearFinished,
+    ClearPreview,
+    ClearProgress,
+    ClearRejected,
+    ClearRequest,
+    Error,
+    Event,
+    Step,
+    step_percent,
+)
+from shared.messages.codec import decode
+
+SERVICE = "coordinator"
+log = structlog.get_logger("clearcard.coordinator")
+
+_REPLAYABLE: dict[str, type[Event]] = {
+    "clear.finished": ClearFinished, "clear.rejected": ClearRejected, "clear.preview": ClearPreview,
+}
+
+
+@dataclass(frozen=True)
+class Intake:
+    bus: Bus
+    db: Database
+    keys: KeyRing
+    ports: Ports
+    runner: Runner
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one `clear.authorized` message (a DecodeError dead-letters it)."""
+        request = decode(ClearRequest, delivery.body)
+        try:
+            principal = authorize(self.keys, delivery.headers, request)  # nothing trusts the network
+        except ClearCardError as exc:
+            await self._answer(delivery, request, "anonymous", ClearRejected(
+                request_id=request.request_id, trace_id=telemetry.current_trace_id(),
+                error=Error.of(exc.code, exc.message)))
+            return
+        existing = await self.db.run(repo.find_request, request.request_id)
+        if existing is not None:
+            await self._replay(delivery, existing)
+            return
+        try:
+            await self._take(delivery, request, principal)
+        except ClearCardError as exc:
+            await self._answer(delivery, request, principal.subject, ClearRejected(
+                request_id=request.request_id, trace_id=telemetry.current_trace_id(),
+                error=Error.of(exc.code, exc.message)))
+
+    async def _replay(self, delivery: Delivery, existing: object) -> None:
+        """A request id is processed once; a finished one has its final event published again."""
+        row = dict(existing)  # type: ignore[call-overload]
+        if row["status"] != "finished" or not row["finished_event"]:
+            log.info("duplicate request ignored while running", request_id=row["request_id"])
+            return
+        raw = row["finished_event"]
+        event_json = raw if isinstance(raw, str) else str(raw)
+        model = _REPLAYABLE[decode_event_name(event_json)]
+        event = model.model_validate_json(event_json)
+        await publish_event(self.bus, event, reply_to=delivery.reply_to or row["reply_to"],
+                            correlation_id=delivery.correlation_id or row["correlation_id"])
+
+    async def _take(self, delivery: Delivery, request: ClearRequest, principal: Principal) -> None:
+        devices = await self.db.run(repo.branch_devices, request.branch_id)
+        if not devices:
+            raise ClearCardError(ErrorCode.UNKNOWN_BRANCH,
+                                 f"No devices are registered for branch {request.branch_id}.")
+        if request.device_ids:
+            known = {d.device_id for d in devices}
+            unknown = sorted(set(request.device_ids) - known)
+            if unknown:
+                raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
+                                     f"Not devices of branch {request.branch_id}: {', '.join(unknown)}.")
+            devices = [d for d in devices if d.device_id in set(request.device_ids)]
+        trace_id = telemetry.current_trace_id()
+        if request.preview or request.mode == "manual":
+            plan = await build_plan(self.ports, devices, request)
+            value = confirmation(request, plan)
+            if request.preview:
+                await self._answer(delivery, request, principal.subject, ClearPreview(
+                    request_id=request.request_id, trace_id=trace_id, plan=plan, confirmation=value))
+                return
+            if not request.confirm:
+                raise ClearCardError(ErrorCode.CONFIRMATION_REQUIRED)
+            if request.confirm != value:
+                raise ClearCardError(ErrorCode.PLAN_CHANGED)
+        carrier: dict[str, str] = {}
+        telemetry.inject(carrier)
+        device_ids = [d.device_id for d in devices]
+        accepted = await self.db.run(
+            repo.accept_request, request_id=request.request_id, branch_id=request.branch_id,
+            period=request.period, mode=request.mode, invoice_types=list(request.invoice_types),
+            subject=principal.subject, trace_id=trace_id, traceparent=carrier.get("traceparent"),
+            reply_to=delivery.reply_to, correlation_id=delivery.correlation_id,
+            device_ids=device_ids, owner=self.runner.owner)
+        if not accepted:
+            return  # a racing duplicate got there first
+        await audit.record(self.bus, service=SERVICE, subject=principal.subject, action="clear.accepted",
+                           record_id=f"accepted:{request.request_id}", request_id=request.request_id,
+                           branch_id=request.branch_id, outcome="accepted",
+                           detail={"devices": device_ids, "period": request.period, "mode": request.mode})
+        await publish_event(self.bus, ClearAccepted(request_id=request.request_id, trace_id=trace_id,
+                                                    devices=device_ids))
+        for device_id in device_ids:
+            await publish_event(self.bus, ClearProgress(
+                request_id=request.request_id, trace_id=trace_id, device_id=device_id,
+                step=Step.AUTHORIZED, percent=step_percent(Step.AUTHORIZED)))
+        self.runner.start(await self.db.run(repo.leased_work, request.request_id, self.runner.owner))
+
+    async def _answer(self, delivery: Delivery, request: ClearRequest, subject: str, event: Event) -> None:
+        """Answer at once (preview or refusal), remembered so a repeat gets the same answer."""
+        await self.db.run(repo.record_finished_answer, request.request_id, request.branch_id,
+                          request.period, request.mode, subject, event.trace_id,
+                          event.model_dump(mode="json"))
+        error = getattr(event, "error", None)
+        await audit.record(self.bus, service=SERVICE, subject=subject, action=event.event,
+                           record_id=f"{event.event}:{request.request_id}", request_id=request.request_id,
+                           branch_id=request.branch_id,
+                           outcome="rejected" if error else "answered",
+                           error_code=error.code if error else None)
+        await publish_event(self.bus, event, reply_to=delivery.reply_to,
+                            correlation_id=delivery.correlation_id)
+
+
+def decode_event_name(event_json: str) -> str:
+    import json
+
+    name = json.loads(event_json).get("event", "")
+    return name if name in _REPLAYABLE else "clear.finished"

@@ -1,0 +1,71 @@
+"""The coordinator's commands to the gateway, backup service and bureau, with deadlines and retries.
+
+Retry policy is data: only transient refusals are retried, a few times with backoff; a wrong
+PIN or a failed comparison is a business answer and is never retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+from pydantic import BaseModel
+
+from shared.bus.rpc import RpcClient
+from shared.bus.topology import COMMANDS, gateway_routing_key
+from shared.errors import ClearCardError, ErrorCode
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    first_delay: float = 0.5
+    factor: float = 2.0
+    retryable: frozenset[ErrorCode] = frozenset(
+        {ErrorCode.DEVICE_BUSY, ErrorCode.AUTHORITY_UNAVAILABLE, ErrorCode.TIMEOUT}
+    )
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Ports:
+    rpc: RpcClient
+    gateway_deadline: float = 60.0
+    service_deadline: float = 30.0
+    retry: RetryPolicy = DEFAULT_RETRY
+
+    async def _call(self, routing_key: str, request: BaseModel, reply: type[R], deadline: float,
+                    timeout_code: ErrorCode) -> R:
+        delay = self.retry.first_delay
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                with trio.fail_after(deadline):
+                    return await self.rpc.call(COMMANDS, routing_key, request, reply)
+            except trio.TooSlowError:
+                error = ClearCardError(timeout_code, f"No answer to {routing_key} within {deadline:g} s.")
+            except ClearCardError as exc:
+                error = exc
+            if error.code not in self.retry.retryable or attempt == self.retry.attempts:
+                raise error
+            await trio.sleep(delay)
+            delay *= self.retry.factor
+        raise AssertionError("unreachable")
+
+    async def gateway(self, gateway_id: str, op: str, request: BaseModel, reply: type[R]) -> R:
+        """A device command through the gateway that owns the device."""
+        return await self._call(gateway_routing_key(gateway_id, op), request, reply,
+                                self.gateway_deadline, ErrorCode.TIMEOUT)
+
+    async def authority(self, op: str, request: BaseModel, reply: type[R]) -> R:
+        """A bureau command; no answer in time means the bureau is unavailable."""
+        return await self._call(f"authority.{op}", request, reply, self.service_deadline,
+                                ErrorCode.AUTHORITY_UNAVAILABLE)
+
+    async def backup(self, op: str, request: BaseModel, reply: type[R]) -> R:
+        return await self._call(f"backup.{op}", request, reply, self.service_deadline,
+                                ErrorCode.TIMEOUT)

@@ -1,0 +1,182 @@
+"""PostgreSQL access for the coordinator, as asyncio functions run through Database.run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+LEASE_SECONDS = 60
+_CLAIM_LOCK = 0x434C4D31  # one claimer at a time, so one device never runs two clears at once
+
+
+@dataclass(frozen=True)
+class RegisteredDevice:
+    device_id: str
+    branch_id: str
+    family: str
+    gateway_id: str
+    taxpayer_id: str
+    machine_no: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """One device of one request, claimed by this coordinator."""
+
+    request_id: str
+    device_id: str
+    step: str
+    state: dict[str, Any]
+    period: str
+    invoice_types: tuple[str, ...]
+    subject: str
+    trace_id: str
+    traceparent: str | None
+    branch_id: str
+    gateway_id: str
+    family: str
+    taxpayer_id: str
+    machine_no: int
+
+
+async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
+    rows = await conn.fetch(
+        "SELECT device_id, branch_id, family, gateway_id, taxpayer_id, machine_no FROM devices "
+        "WHERE branch_id = $1 ORDER BY device_id", branch_id)
+    return [RegisteredDevice(**dict(r)) for r in rows]
+
+
+async def find_request(conn: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM clear_requests WHERE request_id = $1", request_id)
+
+
+async def record_finished_answer(
+    conn: asyncpg.Connection, request_id: str, branch_id: str, period: str, mode: str,
+    subject: str, trace_id: str, event: dict[str, Any],
+) -> bool:
+    """Store a request answered at once (preview, refusal); False if the id was already used."""
+    row = await conn.fetchrow(
+        "INSERT INTO clear_requests (request_id, branch_id, period, mode, subject, trace_id, status,"
+        " finished_event, finished_at) VALUES ($1,$2,$3,$4,$5,$6,'finished',$7::jsonb, now())"
+        " ON CONFLICT (request_id) DO NOTHING RETURNING 1",
+        request_id, branch_id, period, mode, subject, trace_id, json.dumps(event))
+    return row is not None
+
+
+async def accept_request(
+    conn: asyncpg.Connection, *, request_id: str, branch_id: str, period: str, mode: str,
+    invoice_types: list[str], subject: str, trace_id: str, traceparent: str | None,
+    reply_to: str | None, correlation_id: str | None, device_ids: list[str], owner: str,
+) -> bool:
+    """Persist an accepted request and its devices, leased to `owner`; False if the id exists."""
+    row = await conn.fetchrow(
+        "INSERT INTO clear_requests (request_id, branch_id, period, mode, invoice_types, subject,"
+        " trace_id, traceparent, reply_to, correlation_id)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (request_id) DO NOTHING RETURNING 1",
+        request_id, branch_id, period, mode, invoice_types, subject, trace_id, traceparent,
+        reply_to, correlation_id)
+    if row is None:
+        return False
+    await conn.executemany(
+        "INSERT INTO device_clears (request_id, device_id, step, lease_owner, lease_until)"
+        f" VALUES ($1, $2, 'authorized', $3, now() + interval '{LEASE_SECONDS} seconds')",
+        [(request_id, d, owner) for d in device_ids])
+    return True
+
+
+_WORK_COLUMNS = (
+    "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
+    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no"
+)
+
+
+def _work(row: asyncpg.Record) -> Work:
+    values = dict(row)
+    values["state"] = json.loads(values["state"]) if isinstance(values["state"], str) else values["state"]
+    values["invoice_types"] = tuple(values["invoice_types"] or ())
+    return Work(**values)
+
+
+async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
+    rows = await conn.fetch(
+        f"SELECT {_WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
+        " JOIN devices v ON v.device_id = d.device_id"
+        " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
+    return [_work(r) for r in rows]
+
+
+async def claim_work(conn: asyncpg.Connection, owner: str, limit: int) -> list[Work]:
+    """Take unleased or expired device clears, at most one per device across all requests."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+    rows = await conn.fetch(
+        f"""
+        WITH candidates AS (
+            SELECT DISTINCT ON (d.device_id) d.request_id, d.device_id
+            FROM device_clears d
+            WHERE d.outcome IS NULL AND (d.lease_until IS NULL OR d.lease_until < now())
+              AND NOT EXISTS (
+                SELECT 1 FROM device_clears o
+                WHERE o.device_id = d.device_id AND o.outcome IS NULL
+                  AND o.lease_until >= now() AND o.request_id <> d.request_id)
+            ORDER BY d.device_id, d.updated_at
+            LIMIT $2
+        ), claimed AS (
+            UPDATE device_clears d
+            SET lease_owner = $1, lease_until = now() + interval '{LEASE_SECONDS} seconds'
+            FROM candidates c
+            WHERE d.request_id = c.request_id AND d.device_id = c.device_id
+            RETURNING d.*
+        )
+        SELECT {_WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
+        JOIN devices v ON v.device_id = d.device_id
+        """, owner, limit)
+    return [_work(r) for r in rows]
+
+
+async def renew_leases(conn: asyncpg.Connection, owner: str) -> None:
+    await conn.execute(
+        f"UPDATE device_clears SET lease_until = now() + interval '{LEASE_SECONDS} seconds'"
+        " WHERE lease_owner = $1 AND outcome IS NULL", owner)
+
+
+async def save_step(conn: asyncpg.Connection, work: Work, step: str, state: dict[str, Any],
+                    backup_id: str | None = None) -> None:
+    await conn.execute(
+        "UPDATE device_clears SET step = $3, state = $4::jsonb, backup_id = COALESCE($5, backup_id),"
+        f" updated_at = now(), lease_until = now() + interval '{LEASE_SECONDS} seconds'"
+        " WHERE request_id = $1 AND device_id = $2",
+        work.request_id, work.device_id, step, json.dumps(state), backup_id)
+
+
+async def finish_device(
+    conn: asyncpg.Connection, work: Work, outcome: str, error_code: str | None,
+    error_message: str | None,
+) -> list[asyncpg.Record] | None:
+    """Record a device's outcome; returns every device row if that completed the request."""
+    await conn.execute(
+        "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
+        " updated_at = now(), lease_owner = NULL, lease_until = NULL"
+        " WHERE request_id = $1 AND device_id = $2",
+        work.request_id, work.device_id, outcome, error_code, error_message)
+    await conn.execute(
+        "UPDATE devices SET last_result = $2 WHERE device_id = $1",
+        work.device_id, error_code or outcome)
+    request = await conn.fetchrow(
+        "SELECT status FROM clear_requests WHERE request_id = $1 FOR UPDATE", work.request_id)
+    if request is None or request["status"] != "running":
+        return None
+    rows = await conn.fetch(
+        "SELECT device_id, outcome, error_code, error_message, backup_id FROM device_clears"
+        " WHERE request_id = $1 ORDER BY device_id", work.request_id)
+    if any(r["outcome"] is None for r in rows):
+        return None
+    return rows
+
+
+async def mark_finished(conn: asyncpg.Connection, request_id: str, event: dict[str, Any]) -> None:
+    await conn.execute(
+        "UPDATE clear_requests SET status = 'finished', finished_event = $2::jsonb,"
+        " finished_at = now() WHERE request_id = $1", request_id, json.dumps(event))

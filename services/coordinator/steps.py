@@ -1,0 +1,160 @@
+"""What each step does to one device. Every effect is idempotent, so a resumed step is safe."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.coordinator.machine import (
+    AlreadyCleared,
+    Proceed,
+    Refuse,
+    decide_after_precheck,
+    remaining_after_writeback,
+)
+from services.coordinator.ports import Ports
+from services.coordinator.repository import Work
+from shared.errors import ClearCardError, ErrorCode
+from shared.messages.authority import (
+    Accepted,
+    DeclarationQuery,
+    DeclarationStatus,
+    OfflineInvoicesUpload,
+    PackageReply,
+    PackageRequest,
+    ReportSubmission,
+)
+from shared.messages.backup import BackupTaken, TakeBackup
+from shared.messages.clear import Step
+from shared.messages.device import (
+    Challenge,
+    DeviceCommand,
+    DeviceInfo,
+    OfflineUpload,
+    PeriodCommand,
+    ReportReply,
+    WritebackCommand,
+    WritebackReply,
+)
+
+
+class DeviceAlreadyCleared(Exception):
+    """The device needs nothing for this period: the clear ends `already_cleared`."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: dict[str, Any]
+    backup_id: str | None = None
+
+
+def _period_command(work: Work, types: list[str]) -> PeriodCommand:
+    return PeriodCommand(device_id=work.device_id, period=work.period, invoice_types=types,
+                         request_id=work.request_id)
+
+
+async def precheck(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """PIN, lock, clock and window checks; decides which types this clear covers."""
+    info = await ports.gateway(work.gateway_id, "precheck",
+                               _period_command(work, list(work.invoice_types)), DeviceInfo)
+    decision = decide_after_precheck(info, work.period, work.invoice_types)
+    if isinstance(decision, AlreadyCleared):
+        raise DeviceAlreadyCleared
+    if isinstance(decision, Refuse):
+        raise ClearCardError(decision.code, decision.message)
+    assert isinstance(decision, Proceed)
+    return StepResult({**state, "types": list(decision.types)})
+
+
+async def back_up(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """A verified backup of the device's period, taken before anything irreversible."""
+    try:
+        taken = await ports.backup("take", TakeBackup(
+            request_id=work.request_id, device_id=work.device_id, period=work.period,
+            gateway_id=work.gateway_id), BackupTaken)
+    except ClearCardError as exc:
+        if exc.code == ErrorCode.BACKUP_FAILED:
+            raise
+        raise ClearCardError(ErrorCode.BACKUP_FAILED,
+                             f"The backup could not be taken ({exc.code}: {exc.message}).") from exc
+    return StepResult({**state, "backup_id": taken.backup_id}, backup_id=taken.backup_id)
+
+
+async def upload_offline(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """Invoices issued offline reach the bureau before the device may report."""
+    upload = await ports.gateway(work.gateway_id, "upload_offline",
+                                 _period_command(work, state["types"]), OfflineUpload)
+    if upload.invoices:
+        await ports.authority("upload_offline", OfflineInvoicesUpload(
+            device_id=work.device_id, taxpayer_id=work.taxpayer_id, period=work.period,
+            invoices=upload.invoices), Accepted)
+    return StepResult({**state, "offline_uploaded": len(upload.invoices)})
+
+
+async def report(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """Copy the period summary off the device and report it to the bureau (抄税 + 上报汇总)."""
+    reply = await ports.gateway(work.gateway_id, "report", _period_command(work, state["types"]),
+                                ReportReply)
+    await ports.authority("submit_report", ReportSubmission(
+        device_id=work.device_id, taxpayer_id=work.taxpayer_id, machine_no=work.machine_no,
+        period=work.period, summaries=reply.summaries), Accepted)
+    return StepResult({**state, "reported": sorted(s.invoice_type for s in reply.summaries)})
+
+
+async def check_declaration(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """The return must be filed and the comparison passed before the bureau issues a package."""
+    status = await ports.authority("declaration_status", DeclarationQuery(
+        taxpayer_id=work.taxpayer_id, period=work.period, device_id=work.device_id),
+        DeclarationStatus)
+    if not status.declared:
+        raise ClearCardError(ErrorCode.NOT_DECLARED)
+    if status.comparison == "fail":
+        raise ClearCardError(ErrorCode.COMPARISON_FAILED)
+    if status.comparison != "pass":
+        raise ClearCardError(ErrorCode.COMPARISON_FAILED,
+                             "The bureau has not finished comparing the return with the reported invoices.")
+    return StepResult(state)
+
+
+async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """Fetch the bureau's package for a fresh challenge and write it to the device. No undo."""
+    info = await ports.gateway(work.gateway_id, "info", DeviceCommand(device_id=work.device_id),
+                               DeviceInfo)
+    remaining = remaining_after_writeback(info, work.period, tuple(state["types"]))
+    if not remaining:  # applied before a crash: never write back twice
+        return StepResult({**state, "written_back": state["types"]})
+    challenge = await ports.gateway(work.gateway_id, "challenge",
+                                    DeviceCommand(device_id=work.device_id), Challenge)
+    package = await ports.authority("writeback_package", PackageRequest(
+        device_id=work.device_id, taxpayer_id=work.taxpayer_id, machine_no=work.machine_no,
+        family=work.family, period=work.period, invoice_types=list(remaining),
+        challenge=challenge.challenge), PackageReply)
+    reply = await ports.gateway(work.gateway_id, "writeback", WritebackCommand(
+        device_id=work.device_id, package=package.package, request_id=work.request_id), WritebackReply)
+    return StepResult({**state, "written_back": sorted(reply.applied + reply.already),
+                       "package_id": package.package.package_id})
+
+
+async def verify(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
+    """Read the device back: every type of this clear must now be cleared."""
+    info = await ports.gateway(work.gateway_id, "info", DeviceCommand(device_id=work.device_id),
+                               DeviceInfo)
+    left = remaining_after_writeback(info, work.period, tuple(state["types"]))
+    if left:
+        raise ClearCardError(
+            ErrorCode.WRITEBACK_REJECTED,
+            f"After the write-back the device still shows types {', '.join(left)} uncleared.",
+        )
+    return StepResult({**state, "lock_date": info.monitoring.lock_date})
+
+
+STEP_EFFECTS: dict[Step, Callable[[Ports, Work, dict[str, Any]], Awaitable[StepResult]]] = {
+    Step.PRECHECKED: precheck,
+    Step.BACKED_UP: back_up,
+    Step.OFFLINE_UPLOADED: upload_offline,
+    Step.REPORTED: report,
+    Step.DECLARATION_CHECKED: check_declaration,
+    Step.WRITTEN_BACK: write_back,
+    Step.VERIFIED: verify,
+}
