@@ -198,11 +198,12 @@ def status(
 def emulator_show(device: str, as_json: JsonOpt = False) -> None:
     """An emulated device's full state: write-backs, reports, PIN tries, lock date, status."""
     from device_gateway.emulator.admin import show_device
+    from shared.errors import ClearCardError
 
     try:
         state = show_device(_settings(), device)
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise _fail(f"no emulated device {device}: {exc}") from None
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
     if as_json:
         _print_json(state)
     else:
@@ -213,8 +214,12 @@ def emulator_show(device: str, as_json: JsonOpt = False) -> None:
 def emulator_plug(device: str) -> None:
     """Connect an emulated device (the running gateway finds it again)."""
     from device_gateway.emulator.admin import plug
+    from shared.errors import ClearCardError
 
-    plug(_settings(), device)
+    try:
+        plug(_settings(), device)
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
     err.print(f"{device} plugged in")
 
 
@@ -222,8 +227,12 @@ def emulator_plug(device: str) -> None:
 def emulator_unplug(device: str) -> None:
     """Disconnect an emulated device while the gateway runs."""
     from device_gateway.emulator.admin import unplug
+    from shared.errors import ClearCardError
 
-    unplug(_settings(), device)
+    try:
+        unplug(_settings(), device)
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
     err.print(f"{device} unplugged")
 
 
@@ -269,15 +278,14 @@ def audit_verify() -> None:
     if report.ok:
         out.print(f"ok {report.count} records")
         return
-    raise _fail(f"audit log damaged at record {report.first_bad}")
+    raise _fail(f"audit log damaged: {report.describe()}")
 
 
 @backup_app.command("list")
 def backup_list(as_json: JsonOpt = False) -> None:
     """Every backup: id, device, period, taken at, size, locations."""
-    from services.backup.service import list_backups
-
     from clearcard.runtime import infrastructure, run_async
+    from services.backup.service import list_backups
 
     settings = _settings()
 
@@ -296,9 +304,8 @@ def backup_list(as_json: JsonOpt = False) -> None:
 @backup_app.command("verify")
 def backup_verify(backup_id: str) -> None:
     """Read every copy back; exit 1 naming each damaged or missing copy."""
-    from services.backup.service import verify_backup
-
     from clearcard.runtime import infrastructure, run_async
+    from services.backup.service import verify_backup
     from shared.errors import ClearCardError
 
     settings = _settings()
@@ -315,7 +322,7 @@ def backup_verify(backup_id: str) -> None:
         out.print(f"ok {backup_id}: every copy intact")
         return
     for location in result.damaged:
-        err.print(f"damaged or missing copy: {location}")
+        out.print(f"damaged or missing copy: {location}")
     raise typer.Exit(1)
 
 
@@ -326,9 +333,8 @@ def backup_restore(
     force: Annotated[bool, typer.Option(help="Allow another taxpayer or machine number.")] = False,
 ) -> None:
     """Write a backup's contents, decrypted, into a folder, from any intact copy."""
-    from services.backup.service import restore_backup
-
     from clearcard.runtime import infrastructure, run_async
+    from services.backup.service import restore_backup
     from shared.errors import ClearCardError
 
     settings = _settings()

@@ -30,7 +30,7 @@ class ServiceEntry(Protocol):
 # service name -> "module:function"; imported only when that service runs
 SERVICES: dict[str, str] = {
     "audit": "services.audit.service:run_audit",
-    "authority-sim": "services.authority_sim.service:run_authority",
+    "authority-sim": "services.authority_sim.service:run_authority_sim",
     "gateway": "device_gateway.service:run_gateway",
     "backup": "services.backup.service:run_backup",
     "auth": "services.auth.service:run_auth",

@@ -47,7 +47,7 @@ NEVER_RETRY: frozenset[Command] = frozenset(
     {Command.VERIFY_PIN, Command.REPORT, Command.WRITE_CLOCK, Command.WRITEBACK}
 )
 
-assert RETRYABLE | NEVER_RETRY == frozenset(Command) and not RETRYABLE & NEVER_RETRY
+assert frozenset(Command) == RETRYABLE | NEVER_RETRY and not RETRYABLE & NEVER_RETRY
 
 
 def is_retryable(command: Command) -> bool:

@@ -8,7 +8,7 @@ from functools import partial
 import trio
 
 from services.audit import store
-from services.audit.log import advance_checkpoint
+from services.audit.log import ChainReport, advance_checkpoint, export, search, verify_chain
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
 from shared.bus.topology import AUDIT, topology_for
@@ -16,6 +16,9 @@ from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
 from shared.messages.codec import decode
+
+# the CLI and console import the log functions from here too
+__all__ = ["ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
 
 MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
 

@@ -52,6 +52,8 @@ async def _read_period(rpc: RpcClient, msg: TakeBackup) -> PeriodData:
 
 async def take_backup(db: Database, settings: Settings, rpc: RpcClient, msg: TakeBackup) -> BackupTaken:
     """Snapshot the device's period to every location, read every copy back, then record it."""
+    if not 0 < len(msg.request_id) <= 200:
+        raise ClearCardError(ErrorCode.INVALID_REQUEST, "request_id must be 1 to 200 characters")
     existing = await db.run(store.by_request, msg.request_id, msg.device_id)
     if existing is not None:
         return _taken(existing)

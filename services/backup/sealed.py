@@ -29,7 +29,7 @@ from shared.config import Settings
 
 MAGIC = b"CCBK"
 VERSION = 1
-_KEY_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+_KEY_ID = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{6}$")
 
 
 class CopyDamaged(Exception):
@@ -44,7 +44,7 @@ def create_key(settings: Settings) -> str:
     """Create a new newest key (key rotation); returns its id."""
     folder = keys_dir(settings)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    key_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"  # newest sorts last
     fd = os.open(folder / f"{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(AESGCM.generate_key(bit_length=256).hex())

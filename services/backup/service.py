@@ -6,7 +6,7 @@ from functools import partial
 
 import trio
 
-from services.backup.api import take_backup, verify_backup
+from services.backup.api import check_copies, list_backups, restore_backup, take_backup, verify_backup
 from shared import audit
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
@@ -16,6 +16,9 @@ from shared.config import Settings
 from shared.db.pool import Database
 from shared.errors import ClearCardError
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup, VerifyBackup
+
+# the CLI and console import the backup functions from here too
+__all__ = ["check_copies", "list_backups", "restore_backup", "run_backup", "take_backup", "verify_backup"]
 
 
 async def _take(bus: Bus, db: Database, settings: Settings, rpc: RpcClient, msg: TakeBackup) -> BackupTaken:

@@ -31,6 +31,7 @@ class BackupRow:
         return {
             "id": self.backup_id,
             "backup_id": self.backup_id,
+            "device": self.device_id,
             "device_id": self.device_id,
             "taxpayer_id": self.taxpayer_id,
             "machine_no": self.machine_no,

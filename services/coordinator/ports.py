@@ -37,6 +37,7 @@ class Ports:
     rpc: RpcClient
     gateway_deadline: float = 60.0
     service_deadline: float = 30.0
+    backup_deadline: float = 150.0  # the backup service itself waits up to 120 s for a device read
     retry: RetryPolicy = DEFAULT_RETRY
 
     async def _call(self, routing_key: str, request: BaseModel, reply: type[R], deadline: float,
@@ -67,5 +68,5 @@ class Ports:
                                 ErrorCode.AUTHORITY_UNAVAILABLE)
 
     async def backup(self, op: str, request: BaseModel, reply: type[R]) -> R:
-        return await self._call(f"backup.{op}", request, reply, self.service_deadline,
+        return await self._call(f"backup.{op}", request, reply, self.backup_deadline,
                                 ErrorCode.TIMEOUT)

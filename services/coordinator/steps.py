@@ -69,15 +69,10 @@ async def precheck(ports: Ports, work: Work, state: dict[str, Any]) -> StepResul
 
 async def back_up(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
     """A verified backup of the device's period, taken before anything irreversible."""
-    try:
-        taken = await ports.backup("take", TakeBackup(
-            request_id=work.request_id, device_id=work.device_id, period=work.period,
-            gateway_id=work.gateway_id), BackupTaken)
-    except ClearCardError as exc:
-        if exc.code == ErrorCode.BACKUP_FAILED:
-            raise
-        raise ClearCardError(ErrorCode.BACKUP_FAILED,
-                             f"The backup could not be taken ({exc.code}: {exc.message}).") from exc
+    # device errors (offline, busy) pass through as themselves; storage failures are BACKUP_FAILED
+    taken = await ports.backup("take", TakeBackup(
+        request_id=work.request_id, device_id=work.device_id, period=work.period,
+        gateway_id=work.gateway_id), BackupTaken)
     return StepResult({**state, "backup_id": taken.backup_id}, backup_id=taken.backup_id)
 
 

@@ -231,19 +231,20 @@ async def open_nursery() -> AsyncIterator[trio.Nursery]:
 async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link]:
     """Connect; on exit close the connection (bounded) and end its I/O tasks."""
     link = Link()
-    async with open_nursery() as io:
+    async with open_nursery() as nursery:
+        io, io_scope = await nursery.start(_run_io)
         opened = Waiter()
-        link.connection = TrioConnection(
-            parameters,
-            on_open_callback=opened.resolve,
-            on_open_error_callback=lambda _c, exc: opened.fail(
-                BusError(f"cannot connect to RabbitMQ: {describe(exc)}")
-            ),
-            on_close_callback=lambda _c, reason: link._closed_by(
-                BusError(f"connection closed: {describe(reason)}")
-            ),
-            nursery=io,
-        )
+        ended = trio.Event()  # the socket is closed: failed to open, or closed after opening
+
+        def on_open_error(_conn: Any, exc: BaseException) -> None:
+            opened.fail(BusError(f"cannot connect to RabbitMQ: {describe(exc)}"))
+            ended.set()
+
+        def on_close(_conn: Any, reason: BaseException) -> None:
+            link._closed_by(BusError(f"connection closed: {describe(reason)}"))
+            ended.set()
+
+        link.connection = TrioConnection(parameters, opened.resolve, on_open_error, on_close, nursery=io)
         try:
             await opened.wait()
             yield link
@@ -254,5 +255,14 @@ async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link
                     with translated("connection.close"):
                         conn.close()
                 if conn.is_closing:
-                    await link.closed.wait()
-            io.cancel_scope.cancel()
+                    await ended.wait()
+            io_scope.cancel()
+
+
+async def _run_io(task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]]) -> None:
+    """pika's I/O tasks, shielded so that a cancelled owner can still close the connection cleanly;
+    the owner cancels the returned scope once the connection is closed."""
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as io:
+            task_status.started((io, scope))
+            await trio.sleep_forever()

@@ -133,7 +133,7 @@ class TrioIOServices(
         return self._unwatch(self._readers, fd)
 
     def set_writer(self, fd: int, on_writable: Callable[[], None]) -> None:
-        self._watch(self._writers, fd, on_writable, trio.lowlevel.wait_writable)
+        self._watch(self._writers, fd, on_writable, trio.lowlevel.wait_writable, optimistic=True)
 
     def remove_writer(self, fd: int) -> bool:
         return self._unwatch(self._writers, fd)
@@ -144,6 +144,7 @@ class TrioIOServices(
         fd: int,
         callback: Callable[[], None],
         wait: Callable[[int], Any],
+        optimistic: bool = False,
     ) -> None:
         if fd in watchers:
             watchers[fd][1][0] = callback
@@ -154,6 +155,12 @@ class TrioIOServices(
 
         async def watch() -> None:
             with scope:
+                if optimistic:
+                    # pika asks to write just after buffering data, when a socket is almost always
+                    # writable: try once on the next tick, batching this tick's frames, before
+                    # paying for a poll registration (pika handles EAGAIN itself)
+                    await trio.lowlevel.checkpoint()
+                    slot[0]()
                 while not scope.cancel_called:
                     await wait(fd)
                     slot[0]()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 from backup_fakes import DEVICE, GATEWAY, TAXPAYER, Harness, invoice_number
 
-from services.backup import check_copies, list_backups, restore_backup, rotate_key, sealed, verify_backup
+from services.backup import (
+    check_copies,
+    list_backups,
+    restore_backup,
+    rotate_key,
+    sealed,
+    take_backup,
+    verify_backup,
+)
 from shared.bus.topology import BACKUP, COMMANDS
 from shared.config import Settings
 from shared.db import Database
@@ -61,7 +70,7 @@ async def test_a_damaged_location_is_named_and_restore_uses_the_other(
     harness: Harness, database: Database, settings: Settings, tmp_path: Path
 ) -> None:
     taken = await _take(harness)
-    primary, secondary = settings.backup_dirs
+    primary = settings.backup_dirs[0]
     for path in primary.rglob("*.ccbk"):
         data = bytearray(path.read_bytes())
         data[-5] ^= 0xFF
@@ -79,6 +88,23 @@ async def test_a_damaged_location_is_named_and_restore_uses_the_other(
     assert len(invoices) == 10 and invoices[0]["number"] == invoice_number("004", 1)
     monitoring = json.loads((out / "monitoring.json").read_text())
     assert monitoring["lock_date"] == "2026-11-15" and monitoring["types"] == {"004": 0, "007": 0}
+
+
+async def test_the_products_device_record_is_restored_without_the_pin(
+    harness: Harness, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    await database.execute(
+        "INSERT INTO devices (device_id, family, taxpayer_id, branch_id, gateway_id, invoice_types,"
+        " type_status, lock_date, pin_cipher, last_seen) VALUES ($1, 'ukey', $2, 'wuhan-hankou', $3,"
+        " '{004,007}', '{\"004\": 0}', '2026-11-15', '\\xdeadbeef', now())",
+        DEVICE, TAXPAYER, GATEWAY,
+    )
+    taken = await _take(harness)
+    out = await restore_backup(database, settings, taken.backup_id, tmp_path / "out")
+    record = json.loads((out / "device_record.json").read_text())
+    assert record["branch_id"] == "wuhan-hankou" and record["lock_date"] == "2026-11-15"
+    assert record["type_status"] == {"004": 0} and record["invoice_types"] == ["004", "007"]
+    assert "pin_cipher" not in record
 
 
 async def test_a_missing_copy_is_named_and_no_intact_copy_fails_restore(
@@ -105,9 +131,10 @@ async def test_an_unwritable_location_fails_the_backup(
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where a backup folder should be")
-    object.__setattr__(settings, "backup_dirs", (settings.backup_dirs[0], blocker))
+    broken = replace(settings, backup_dirs=(settings.backup_dirs[0], blocker))
+    msg = TakeBackup(request_id="req-1", device_id=DEVICE, period="2026-10", gateway_id=GATEWAY)
     with pytest.raises(ClearCardError) as err:
-        await _take(harness)
+        await take_backup(database, broken, harness.rpc, msg)
     assert err.value.code is ErrorCode.BACKUP_FAILED and str(blocker) in err.value.message
     assert await list_backups(database) == []
 
@@ -144,9 +171,11 @@ async def test_restore_refuses_another_taxpayer_or_machine_unless_forced(
     harness: Harness, database: Database, settings: Settings, tmp_path: Path
 ) -> None:
     taken = await _take(harness)
-    for expect in ({"expect_taxpayer": "91110000100000000X"}, {"expect_machine_no": 1}):
-        with pytest.raises(ClearCardError, match="same taxpayer"):
-            await restore_backup(database, settings, taken.backup_id, tmp_path / "x", **expect)  # type: ignore[arg-type]
+    with pytest.raises(ClearCardError, match="same taxpayer"):
+        await restore_backup(database, settings, taken.backup_id, tmp_path / "x",
+                             expect_taxpayer="91110000100000000X")
+    with pytest.raises(ClearCardError, match="same taxpayer"):
+        await restore_backup(database, settings, taken.backup_id, tmp_path / "x", expect_machine_no=1)
     assert not (tmp_path / "x").exists()
     out = await restore_backup(database, settings, taken.backup_id, tmp_path / "x",
                                expect_machine_no=1, force=True)

@@ -15,10 +15,10 @@ from urllib.parse import quote, urlsplit
 import pytest
 import trio
 
-from conftest import AMQP_URL, missing
 from shared.bus.api import Bus
 from shared.bus.memory import MemoryBus
 from shared.bus.rabbitmq import RabbitBus
+from tests.conftest import AMQP_URL, missing
 
 HOW_TO_START = "rabbitmq-server -detached (or: service rabbitmq-server start)"
 

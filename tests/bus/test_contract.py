@@ -1,4 +1,7 @@
-"""One contract suite, two transports: the in-memory bus and RabbitMQ behave alike."""
+"""One contract suite, two transports: the in-memory bus and RabbitMQ behave alike.
+
+The `bus` fixture (tests/bus/conftest.py) runs every test on both.
+"""
 
 from __future__ import annotations
 

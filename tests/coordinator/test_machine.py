@@ -13,7 +13,9 @@ from shared.messages.clear import STEPS, Step
 from shared.messages.device import DeviceInfo, Monitoring
 
 
-def info(types: dict[str, int], *, open_period: str = "2026-10", clock: str = "2026-11-03T09:00:00+08:00") -> DeviceInfo:
+def info(
+    types: dict[str, int], *, open_period: str = "2026-10", clock: str = "2026-11-03T09:00:00+08:00"
+) -> DeviceInfo:
     return DeviceInfo.model_validate({
         "device_id": "661500000001", "family": "ukey", "taxpayer_id": "91420100MA4K0001XK",
         "machine_no": 0, "clock": clock, "open_period": open_period, "types": types,

@@ -1,5 +1,6 @@
 """Message decoding at the edge: strict where the contract is, tolerant of unknown fields."""
 
+import contextlib
 import json
 
 import pytest
@@ -47,10 +48,8 @@ def test_oversized_and_non_json_bodies() -> None:
 
 @given(st.binary(max_size=2048))
 def test_arbitrary_bytes_never_escape_as_other_errors(body: bytes) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         decode(ClearRequest, body)
-    except DecodeError:
-        pass
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -59,10 +58,8 @@ def test_arbitrary_bytes_never_escape_as_other_errors(body: bytes) -> None:
                        st.one_of(st.none(), st.integers(), st.text(max_size=80),
                                  st.lists(st.text(max_size=14), max_size=3), st.booleans())))
 def test_arbitrary_json_objects_decode_or_fail_cleanly(fields: dict[str, object]) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         decode(ClearRequest, json.dumps(fields).encode())
-    except DecodeError:
-        pass
 
 
 def test_event_shape() -> None:

@@ -1,0 +1,5 @@
+"""`python -m clearcard` runs the CLI."""
+
+from clearcard.cli import main
+
+main()

@@ -1,0 +1,226 @@
+"""The gateway's commands: each one device job through the device's actor, then the registry.
+
+Handlers take one typed command; the state they need lives on the devices and in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+import trio
+
+from device_gateway.actor import DeviceActor
+from device_gateway.drivers.base import DeviceDriver, DeviceStatus
+from device_gateway.pins import PinVault
+from device_gateway.repository import (
+    pin_record,
+    record_failed_pin,
+    record_info,
+    record_online,
+    record_seen,
+)
+from shared.bus.rpc import Operation
+from shared.db import Database
+from shared.errors import ClearCardError, ErrorCode
+from shared.messages.device import (
+    Challenge,
+    DeviceCommand,
+    DeviceInfo,
+    OfflineUpload,
+    PeriodCommand,
+    PeriodData,
+    ReportReply,
+    WritebackCommand,
+    WritebackReply,
+)
+
+log = structlog.get_logger("clearcard.gateway")
+
+T = TypeVar("T")
+COMMAND_TIMEOUT_S = 30.0
+WRITEBACK_TIMEOUT_S = 60.0
+
+
+def _status_after(driver: DeviceDriver) -> DeviceStatus | None:
+    """INFO after a state-changing command, for the registry; its failure must not hide the result."""
+    try:
+        return driver.info()
+    except ClearCardError:
+        return None
+
+
+def _window_refusal(info: DeviceInfo, period: str) -> ClearCardError | None:
+    if period > info.open_period:
+        return ClearCardError(ErrorCode.NOT_IN_REPORTING_WINDOW,
+                              f"period {period} is not closed on device {info.device_id} "
+                              f"(its open period is {info.open_period})")
+    if period == info.open_period and info.clock[:10] < info.monitoring.report_window_start:
+        return ClearCardError(ErrorCode.NOT_IN_REPORTING_WINDOW,
+                              f"the reporting window for {period} opens on "
+                              f"{info.monitoring.report_window_start}; device clock {info.clock}")
+    return None
+
+
+@dataclass
+class Gateway:
+    """What every command needs: the device actors, the registry and the PIN vault."""
+
+    gateway_id: str
+    db: Database
+    vault: PinVault
+    actors: Mapping[str, DeviceActor]
+    command_timeout: float = COMMAND_TIMEOUT_S
+    writeback_timeout: float = WRITEBACK_TIMEOUT_S
+
+    async def _run(self, device_id: str, label: str, work: Callable[[DeviceDriver], T]) -> T:
+        actor = self.actors.get(device_id)
+        if actor is None:
+            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
+                                 f"device {device_id} is not served by gateway {self.gateway_id}")
+        seconds = self.writeback_timeout if label == "writeback" else self.command_timeout
+        try:
+            with trio.fail_after(seconds):
+                return await actor.call(label, work)
+        except trio.TooSlowError:
+            raise ClearCardError(ErrorCode.TIMEOUT,
+                                 f"device {device_id} did not finish {label} within {seconds:g} s") from None
+        except ClearCardError as exc:
+            if exc.code is ErrorCode.DEVICE_OFFLINE:
+                await self._registry(record_online, [device_id], False)
+            raise
+
+    async def _registry(self, fn: Callable[..., object], *args: object) -> None:
+        """Update the registry; it mirrors the devices, so a failure is logged, not answered."""
+        try:
+            await self.db.run(fn, *args)  # type: ignore[arg-type]
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            log.error("device registry not updated", error=repr(exc))
+
+    async def _record(self, device_id: str, status: DeviceStatus | None) -> None:
+        if status is None:
+            await self._registry(record_seen, device_id)
+        else:
+            await self._registry(record_info, status.info)
+
+    # --- commands --------------------------------------------------------------------------
+
+    async def info(self, cmd: DeviceCommand) -> DeviceInfo:
+        """What the device says about itself now."""
+        return await self.info_of(cmd.device_id)
+
+    async def info_of(self, device_id: str) -> DeviceInfo:
+        """INFO for one device, recorded in the registry."""
+        status = await self._run(device_id, "info", lambda d: d.info())
+        await self._record(device_id, status)
+        return status.info
+
+    async def mark_offline(self, device_ids: list[str]) -> None:
+        """Registry: these devices are disconnected."""
+        await self._registry(record_online, device_ids, False)
+
+    async def precheck(self, cmd: PeriodCommand) -> DeviceInfo:
+        """Verify the PIN on record (never one already refused), then the device's health."""
+        if cmd.device_id not in self.actors:
+            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
+                                 f"device {cmd.device_id} is not served by gateway {self.gateway_id}")
+        cipher, failed = await self.db.run(pin_record, cmd.device_id)
+        if cipher is None:
+            raise ClearCardError(ErrorCode.DEVICE_PIN_INVALID,
+                                 f"no certificate PIN is on record for device {cmd.device_id}")
+        pin = self.vault.unseal(cipher, cmd.device_id)
+        fingerprint = self.vault.fingerprint(cmd.device_id, pin)
+        if failed is not None and failed == fingerprint:
+            raise ClearCardError(
+                ErrorCode.DEVICE_PIN_INVALID,
+                f"the PIN on record for device {cmd.device_id} was already refused by the device; "
+                "it was not tried again (no try used). Correct the PIN on record before retrying.",
+            )
+
+        def verify(driver: DeviceDriver) -> tuple[ClearCardError | None, DeviceStatus | None]:
+            try:
+                driver.verify_pin(pin)
+            except ClearCardError as exc:
+                if exc.code not in (ErrorCode.DEVICE_PIN_INVALID, ErrorCode.DEVICE_PIN_LOCKED):
+                    raise
+                return exc, _status_after(driver)
+            return None, driver.info()
+
+        refusal, status = await self._run(cmd.device_id, "precheck", verify)
+        if refusal is not None and refusal.code is ErrorCode.DEVICE_PIN_INVALID:
+            await self._registry(record_failed_pin, cmd.device_id, fingerprint)
+        elif refusal is None and failed is not None:
+            await self._registry(record_failed_pin, cmd.device_id, None)
+        await self._record(cmd.device_id, status)
+        if refusal is not None:
+            raise refusal
+        assert status is not None
+        if status.locked:
+            raise ClearCardError(ErrorCode.DEVICE_LOCKED,
+                                 f"device {cmd.device_id} passed its lock date "
+                                 f"{status.info.monitoring.lock_date} uncleared")
+        if status.clock_abnormal:
+            raise ClearCardError(ErrorCode.DEVICE_CLOCK_ABNORMAL,
+                                 f"the clock of device {cmd.device_id} is abnormal ({status.info.clock})")
+        unknown = sorted(set(cmd.invoice_types) - set(status.info.types))
+        if unknown:
+            raise ClearCardError(ErrorCode.INVALID_REQUEST,
+                                 f"device {cmd.device_id} does not hold invoice types {unknown}")
+        refusal = _window_refusal(status.info, cmd.period)
+        if refusal is not None:
+            raise refusal
+        return status.info
+
+    async def read_period(self, cmd: PeriodCommand) -> PeriodData:
+        """The period's invoices and summaries (what a backup holds)."""
+        data = await self._run(cmd.device_id, "read_period",
+                               lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
+        await self._registry(record_info, data.info)
+        return data
+
+    async def upload_offline(self, cmd: PeriodCommand) -> OfflineUpload:
+        """Upload the offline-issued invoices of the period."""
+        upload, status = await self._run(
+            cmd.device_id, "upload_offline", lambda d: (d.upload_offline(cmd.period), _status_after(d)))
+        await self._record(cmd.device_id, status)
+        return upload
+
+    async def report(self, cmd: PeriodCommand) -> ReportReply:
+        """Report the period's summaries; types already reported return their summary."""
+        reply, status = await self._run(
+            cmd.device_id, "report",
+            lambda d: (d.report(cmd.period, list(cmd.invoice_types)), _status_after(d)))
+        await self._record(cmd.device_id, status)
+        return reply
+
+    async def challenge(self, cmd: DeviceCommand) -> Challenge:
+        """A fresh random challenge for the bureau's next package."""
+        challenge = await self._run(cmd.device_id, "challenge", lambda d: d.challenge())
+        await self._record(cmd.device_id, None)
+        return challenge
+
+    async def writeback(self, cmd: WritebackCommand) -> WritebackReply:
+        """Write the bureau's package; a package already applied comes back in `already`."""
+        if cmd.package.device_id != cmd.device_id:
+            raise ClearCardError(ErrorCode.WRITEBACK_REJECTED,
+                                 f"the package is for device {cmd.package.device_id}, not {cmd.device_id}")
+        reply, status = await self._run(
+            cmd.device_id, "writeback", lambda d: (d.writeback(cmd.package), _status_after(d)))
+        await self._record(cmd.device_id, status)
+        return reply
+
+    def operations(self) -> dict[str, Operation]:
+        """The RPC table: routing-key suffix -> request model and handler."""
+        return {
+            "info": Operation(DeviceCommand, self.info),
+            "precheck": Operation(PeriodCommand, self.precheck),
+            "read_period": Operation(PeriodCommand, self.read_period),
+            "upload_offline": Operation(PeriodCommand, self.upload_offline),
+            "report": Operation(PeriodCommand, self.report),
+            "challenge": Operation(DeviceCommand, self.challenge),
+            "writeback": Operation(WritebackCommand, self.writeback),
+        }

@@ -1,0 +1,89 @@
+"""The device gateway service: emulated devices, one actor per device, commands over the bus."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+
+import structlog
+import trio
+
+from device_gateway.actor import DeviceActor
+from device_gateway.drivers import load_drivers, present_devices
+from device_gateway.emulator import EmulatedBackend, EmulatorStore
+from device_gateway.hotplug import SCAN_INTERVAL_S, watch_presence
+from device_gateway.operations import Gateway
+from device_gateway.pins import PinVault
+from device_gateway.repository import DeviceRow, register_devices
+from shared.bus.api import Bus
+from shared.bus.middleware import traced
+from shared.bus.rpc import rpc_server
+from shared.bus.topology import gateway_queue, topology_for
+from shared.config import Settings
+from shared.db import Database
+from shared.errors import ClearCardError
+from shared.fleet import Fleet, load_fleet
+
+log = structlog.get_logger("clearcard.gateway")
+
+PREFETCH = 64  # commands in flight: different devices run in parallel, each device in turn
+THREADS = 64  # worker threads for pyusb calls across all devices
+
+
+async def run_gateway(
+    bus: Bus,
+    db: Database,
+    settings: Settings,
+    *,
+    gateway_id: str = "default",
+    scan_interval: float = SCAN_INTERVAL_S,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the gateway's queue until cancelled; a bad fleet file raises FleetError before start."""
+    fleet = load_fleet(settings.fleet_file) if settings.fleet_file else Fleet(clock=None, devices=())
+    store = EmulatorStore(settings.emulator_dir)
+    states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
+    backend = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    drivers = load_drivers()
+    vault = await trio.to_thread.run_sync(PinVault.open, settings.keys_dir)
+    await db.run(register_devices, gateway_id, [
+        DeviceRow(d.id, d.family, d.taxpayer_id, d.branch, d.machine_no, list(d.invoice_types),
+                  vault.seal(d.pin_on_record))
+        for d in fleet.devices
+    ])
+    limiter = trio.CapacityLimiter(THREADS)
+    actors = {d.id: DeviceActor(d.id, drivers[d.family](backend, d.id), limiter) for d in fleet.devices}
+    gateway = Gateway(gateway_id, db, vault, actors)
+    queue = gateway_queue(gateway_id)
+    await bus.declare(topology_for(queue))
+
+    async def on_change(appeared: set[str], vanished: set[str]) -> None:
+        if vanished:
+            log.info("devices disconnected", devices=sorted(vanished))
+            await gateway.mark_offline(sorted(vanished))
+            for device_id in vanished:
+                await actors[device_id].release()
+        async with trio.open_nursery() as probes:
+            for device_id in sorted(appeared):
+                probes.start_soon(_probe, gateway, device_id)
+
+    def scan() -> list[str]:
+        return [serial for serial in present_devices(backend, drivers) if serial in actors]
+
+    async with trio.open_nursery() as nursery:
+        for actor in actors.values():
+            await nursery.start(actor.run)
+        await nursery.start(functools.partial(watch_presence, scan, on_change, interval=scan_interval))
+        handler = traced("gateway", queue.name, rpc_server(bus, gateway.operations()))
+        await nursery.start(functools.partial(bus.consume, queue.name, handler, prefetch=PREFETCH))
+        log.info("gateway ready", gateway_id=gateway_id, devices=len(actors))
+        task_status.started()
+
+
+async def _probe(gateway: Gateway, device_id: str) -> None:
+    """Ask a newly seen device for its state so the registry shows it."""
+    try:
+        await gateway.info_of(device_id)
+    except ClearCardError as exc:
+        log.warning("new device did not answer", device_id=device_id, code=str(exc.code),
+                    error=exc.message)

@@ -1,0 +1,33 @@
+"""Fleet files for end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CLOCK = "2026-11-03T09:00:00+08:00"
+BRANCH = "wuhan-hankou"
+
+
+def device(device_id: str, family: str, taxpayer: str, types: list[str], **extra: object) -> str:
+    lines = [
+        "[[device]]", f'id = "{device_id}"', f'family = "{family}"', f'taxpayer_id = "{taxpayer}"',
+        f'branch = "{extra.pop("branch", BRANCH)}"', f'machine_no = {extra.pop("machine_no", 0)}',
+        'pin = "12345678"', 'period = "2026-10"',
+        "invoice_types = [" + ", ".join(f'"{t}"' for t in types) + "]",
+        f'invoices_per_type = {extra.pop("invoices_per_type", 5)}',
+    ]
+    for key, value in extra.items():
+        lines.append(f"{key} = " + (f'"{value}"' if isinstance(value, str) else str(value).lower()))
+    return "\n".join(lines) + "\n"
+
+
+def two_family_fleet(path: Path, **first_device_extra: object) -> Path:
+    """A UKey and a tax control disk in one branch, both ready to clear."""
+    path.write_text(
+        f'clock = "{CLOCK}"\n\n'
+        + device("661500000001", "ukey", "91420100MA4K0001XK", ["004", "007", "026"], **first_device_extra)
+        + "\n"
+        + device("539900000004", "tax_control_disk", "91110000MA01A0BC3M", ["004", "025"], machine_no=1),
+        encoding="utf-8",
+    )
+    return path
