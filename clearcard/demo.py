@@ -105,6 +105,7 @@ async def run_demo(settings: Settings, console: Console) -> int:
                 followed: Followed = await submit_and_follow(bus, request, token, on_event=on_event)
             nursery.cancel_scope.cancel()
     final = followed.final
+    console.print()
     console.print(f"steps per device: {' → '.join(s.value for s in STEPS)}")
     console.print(f"result: [bold]{final.get('status', final['event'])}[/bold]")
     for r in final.get("results", []):

@@ -66,6 +66,7 @@ class RabbitBus:
         self._closed = False
         self._topologies: list[Topology] = []
         self._reply_queues: list[str] = []
+        self._bindings: list[tuple[str, str, str]] = []
 
     @classmethod
     @asynccontextmanager
@@ -144,6 +145,8 @@ class RabbitBus:
             await _declare(link, topology)
         for queue in self._reply_queues:
             await _declare_reply_queue(link, queue)
+        for queue, exchange, pattern in self._bindings:
+            await _bind(link, queue, exchange, pattern)
 
     # Bus
 
@@ -159,6 +162,12 @@ class RabbitBus:
         await _declare_reply_queue(self._current_link(), name)
         self._reply_queues.append(name)
         return name
+
+    async def bind(self, queue: str, exchange: str, pattern: str) -> None:
+        """Bind a queue to an exchange; the binding is restored after a reconnect."""
+        await _bind(self._current_link(), queue, exchange, pattern)
+        if (queue, exchange, pattern) not in self._bindings:
+            self._bindings.append((queue, exchange, pattern))
 
     async def publish(
         self,
@@ -233,6 +242,14 @@ async def _declare(link: Link, topology: Topology) -> None:
                                routing_key=spec.name)
             for exchange_name, pattern in spec.bindings:
                 await channel.call(channel.pika.queue_bind, spec.name, exchange_name, routing_key=pattern)
+    finally:
+        channel.close()
+
+
+async def _bind(link: Link, queue: str, exchange: str, pattern: str) -> None:
+    channel = await link.open_channel()
+    try:
+        await channel.call(channel.pika.queue_bind, queue, exchange, routing_key=pattern)
     finally:
         channel.close()
 

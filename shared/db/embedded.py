@@ -11,6 +11,10 @@ from urllib.parse import quote
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or reuse) the pgserver cluster under `data_dir/postgres`; yields an asyncpg DSN."""
+    import warnings
+
+    # pgserver's platformdirs warns about XDG_RUNTIME_DIR on servers; it is harmless here
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver  # heavy import, only when embedding
 
     pg_dir = data_dir / "postgres"

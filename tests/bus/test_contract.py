@@ -298,3 +298,18 @@ async def test_trace_context_travels_to_the_consumer(bus: Bus, nursery: trio.Nur
 
 async def _accept(_: Delivery) -> None:
     return None
+
+
+async def test_reply_queue_bound_to_events_follows_them(bus: Bus, nursery: trio.Nursery) -> None:
+    await bus.declare(topology_for())
+    follower = await bus.declare_reply_queue()
+    await bus.bind(follower, "clearcard.events", "clear.*")
+    received = await collect(nursery, bus, follower)
+
+    await bus.publish("clearcard.events", "clear.progress", b'{"n": 1}')
+    await bus.publish("clearcard.events", "audit.other", b'{"n": 2}')
+    await bus.publish("clearcard.events", "clear.finished", b'{"n": 3}')
+
+    assert [(await next_delivery(received)).body for _ in range(2)] == [b'{"n": 1}', b'{"n": 3}']
+    with pytest.raises(BusError):
+        await bus.bind("no.such.queue", "clearcard.events", "#")
