@@ -236,6 +236,32 @@ def emulator_unplug(device: str) -> None:
     err.print(f"{device} unplugged")
 
 
+@emulator_app.command("hold")
+def emulator_hold(device: str) -> None:
+    """Let another program (the invoicing software) hold the device: commands get DEVICE_BUSY."""
+    from device_gateway.emulator.admin import hold
+    from shared.errors import ClearCardError
+
+    try:
+        hold(_settings(), device, True)
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
+    err.print(f"{device} held by another program")
+
+
+@emulator_app.command("release")
+def emulator_release(device: str) -> None:
+    """Release a device held by `emulator hold`."""
+    from device_gateway.emulator.admin import hold
+    from shared.errors import ClearCardError
+
+    try:
+        hold(_settings(), device, False)
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
+    err.print(f"{device} released")
+
+
 @audit_app.command("export")
 def audit_export(
     since: Annotated[str | None, typer.Option(help="ISO 8601 time; only records from then on.")] = None,
@@ -319,10 +345,10 @@ def backup_verify(backup_id: str) -> None:
     except (ClearCardError, KeyError, LookupError) as exc:
         raise _fail(f"backup {backup_id}: {exc}") from None
     if result.ok:
-        out.print(f"ok {backup_id}: every copy intact")
+        sys.stdout.write(f"ok {backup_id}: every copy intact\n")
         return
     for location in result.damaged:
-        out.print(f"damaged or missing copy: {location}")
+        sys.stdout.write(f"damaged or missing copy: {location}\n")
     raise typer.Exit(1)
 
 
@@ -348,6 +374,16 @@ def backup_restore(
     except (ClearCardError, KeyError, LookupError, OSError) as exc:
         raise _fail(f"restore of {backup_id} failed: {exc}") from None
     out.print(f"restored {backup_id} into {where}")
+
+
+def _register_subcommands() -> None:
+    """Commands that live in clearcard/commands/, one module per area."""
+    from clearcard.commands import backup_admin
+
+    backup_admin.register(backup_app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

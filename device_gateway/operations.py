@@ -6,7 +6,7 @@ Handlers take one typed command; the state they need lives on the devices and in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -42,6 +42,7 @@ log = structlog.get_logger("clearcard.gateway")
 T = TypeVar("T")
 COMMAND_TIMEOUT_S = 30.0
 WRITEBACK_TIMEOUT_S = 60.0
+REGISTRY_REFRESH_S = 30.0
 
 
 def _status_after(driver: DeviceDriver) -> DeviceStatus | None:
@@ -74,6 +75,9 @@ class Gateway:
     actors: Mapping[str, DeviceActor]
     command_timeout: float = COMMAND_TIMEOUT_S
     writeback_timeout: float = WRITEBACK_TIMEOUT_S
+    # what the registry last got per device (info without its clock, trio time): an unchanged
+    # device is written again only after REGISTRY_REFRESH_S, so polling costs no database write
+    _recorded: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     async def _run(self, device_id: str, label: str, work: Callable[[DeviceDriver], T]) -> T:
         actor = self.actors.get(device_id)
@@ -89,6 +93,7 @@ class Gateway:
                                  f"device {device_id} did not finish {label} within {seconds:g} s") from None
         except ClearCardError as exc:
             if exc.code is ErrorCode.DEVICE_OFFLINE:
+                self._recorded.pop(device_id, None)
                 await self._registry(record_online, [device_id], False)
             raise
 
@@ -102,10 +107,22 @@ class Gateway:
             log.error("device registry not updated", error=repr(exc))
 
     async def _record(self, device_id: str, status: DeviceStatus | None) -> None:
+        now = trio.current_time()
         if status is None:
-            await self._registry(record_seen, device_id)
-        else:
-            await self._registry(record_info, status.info)
+            last = self._recorded.get(device_id)
+            if last is None or now - last[1] >= REGISTRY_REFRESH_S:
+                await self._registry(record_seen, device_id)
+                self._recorded[device_id] = (last[0] if last else "", now)
+            return
+        await self._record_info(status.info, now)
+
+    async def _record_info(self, info: DeviceInfo, now: float) -> None:
+        shown = info.model_dump_json(exclude={"clock"})
+        last = self._recorded.get(info.device_id)
+        if last is not None and last[0] == shown and now - last[1] < REGISTRY_REFRESH_S:
+            return
+        await self._registry(record_info, info)
+        self._recorded[info.device_id] = (shown, now)
 
     # --- commands --------------------------------------------------------------------------
 
@@ -121,6 +138,8 @@ class Gateway:
 
     async def mark_offline(self, device_ids: list[str]) -> None:
         """Registry: these devices are disconnected."""
+        for device_id in device_ids:
+            self._recorded.pop(device_id, None)
         await self._registry(record_online, device_ids, False)
 
     async def precheck(self, cmd: PeriodCommand) -> DeviceInfo:
@@ -179,7 +198,7 @@ class Gateway:
         """The period's invoices and summaries (what a backup holds)."""
         data = await self._run(cmd.device_id, "read_period",
                                lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
-        await self._registry(record_info, data.info)
+        await self._record_info(data.info, trio.current_time())
         return data
 
     async def upload_offline(self, cmd: PeriodCommand) -> OfflineUpload:

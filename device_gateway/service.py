@@ -15,6 +15,8 @@ from device_gateway.hotplug import SCAN_INTERVAL_S, watch_presence
 from device_gateway.operations import Gateway
 from device_gateway.pins import PinVault
 from device_gateway.repository import DeviceRow, register_devices
+from device_gateway.sharding import FORWARD_PREFETCH, forwarder, from_shard
+from device_gateway.topology import shard_queue, sharded_topology
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
 from shared.bus.rpc import rpc_server
@@ -37,9 +39,14 @@ async def run_gateway(
     *,
     gateway_id: str = "default",
     scan_interval: float = SCAN_INTERVAL_S,
+    shards: int = 0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the gateway's queue until cancelled; a bad fleet file raises FleetError before start."""
+    """Serve the gateway's queue until cancelled; a bad fleet file raises FleetError before start.
+
+    With `shards` > 0 this process is one of several replicas: commands are spread over shard
+    queues by device id (device_gateway/topology.py) so one device is served by one replica.
+    """
     fleet = load_fleet(settings.fleet_file) if settings.fleet_file else Fleet(clock=None, devices=())
     store = EmulatorStore(settings.emulator_dir)
     states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
@@ -55,7 +62,7 @@ async def run_gateway(
     actors = {d.id: DeviceActor(d.id, drivers[d.family](backend, d.id), limiter) for d in fleet.devices}
     gateway = Gateway(gateway_id, db, vault, actors)
     queue = gateway_queue(gateway_id)
-    await bus.declare(topology_for(queue))
+    await bus.declare(sharded_topology(gateway_id, shards) if shards else topology_for(queue))
 
     async def on_change(appeared: set[str], vanished: set[str]) -> None:
         if vanished:
@@ -74,8 +81,18 @@ async def run_gateway(
         for actor in actors.values():
             await nursery.start(actor.run)
         await nursery.start(functools.partial(watch_presence, scan, on_change, interval=scan_interval))
-        handler = traced("gateway", queue.name, rpc_server(bus, gateway.operations()))
-        await nursery.start(functools.partial(bus.consume, queue.name, handler, prefetch=PREFETCH))
+        answer = rpc_server(bus, gateway.operations())
+        if shards:
+            await nursery.start(functools.partial(bus.consume, queue.name, forwarder(bus, gateway_id),
+                                                  prefetch=FORWARD_PREFETCH))
+            for shard in range(shards):
+                name = shard_queue(gateway_id, shard).name
+                handler = traced("gateway", name, from_shard(gateway_id, answer))
+                await nursery.start(functools.partial(bus.consume, name, handler,
+                                                      prefetch=max(1, PREFETCH // shards)))
+        else:
+            handler = traced("gateway", queue.name, answer)
+            await nursery.start(functools.partial(bus.consume, queue.name, handler, prefetch=PREFETCH))
         log.info("gateway ready", gateway_id=gateway_id, devices=len(actors))
         task_status.started()
 

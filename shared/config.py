@@ -21,6 +21,7 @@ class Settings:
     fleet_file: Path | None
     http_host: str
     http_port: int
+    gateway_id: str = "default"  # CLEARCARD_GATEWAY_ID: which devices' commands this gateway serves
 
     @property
     def embedded_bus(self) -> bool:
@@ -65,6 +66,7 @@ class Settings:
             fleet_file=Path(fleet).absolute() if fleet else None,
             http_host=host,
             http_port=port,
+            gateway_id=get("CLEARCARD_GATEWAY_ID") or "default",
         )
 
 

@@ -16,6 +16,7 @@ import usb.core
 import usb.util
 from pydantic import BaseModel, ValidationError
 
+from device_gateway.drivers import locate
 from device_gateway.drivers.base import DeviceStatus
 from device_gateway.drivers.errors import status_error, usb_errors
 from device_gateway.protocol import (
@@ -65,6 +66,7 @@ class ReferenceDriver:
         self._sequence = 0
         self._decoder = FrameDecoder()
         self._deadline = math.inf
+        self._last: Any = None  # the pyusb device this driver last opened (reopened first)
 
     @property
     def is_open(self) -> bool:
@@ -90,11 +92,20 @@ class ReferenceDriver:
         finally:
             usb.util.dispose_resources(dev)
 
+    def _find(self) -> Any:
+        """The device where enumeration last saw it (serial checked), else a search by serial."""
+        known = self._last or locate.take(self._backend, self.device_id)
+        if known is not None and (known.idVendor, known.idProduct) == (self.vendor_id, self.product_id) \
+                and self._is_ours(known):
+            return known
+        self._last = usb.core.find(backend=self._backend, idVendor=self.vendor_id,
+                                   idProduct=self.product_id, custom_match=self._is_ours)
+        return self._last
+
     def open(self) -> None:
         """Find the device by ids and serial, configure it and claim its interface."""
         with usb_errors(self.device_id):
-            dev = usb.core.find(backend=self._backend, idVendor=self.vendor_id,
-                                idProduct=self.product_id, custom_match=self._is_ours)
+            dev = self._find()
             if dev is None:
                 raise ClearCardError(ErrorCode.DEVICE_OFFLINE,
                                      f"device {self.device_id} is not connected")

@@ -15,6 +15,7 @@ import structlog
 import usb.core
 import usb.util
 
+from device_gateway.drivers import locate
 from device_gateway.drivers.base import DeviceDriver
 from device_gateway.drivers.errors import usb_errors
 from device_gateway.drivers.reference import GoldenTaxDiskDriver, TaxControlDiskDriver, UKeyDriver
@@ -60,4 +61,5 @@ def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> 
                 usb.util.dispose_resources(dev)
             if serial:
                 found[serial] = ids[(dev.idVendor, dev.idProduct)]
+                locate.remember(backend, serial, dev)
     return found

@@ -58,6 +58,7 @@ def show_device(settings: Settings, device_id: str) -> dict[str, Any]:
         "branch": state.branch,
         "machine_no": state.machine_no,
         "plugged": store.is_plugged(device_id),
+        "held_by_other_program": store.is_held(device_id),
         "clock": now.isoformat(),
         "clock_skew_seconds": state.clock_skew_seconds,
         "clock_abnormal": clock_abnormal(state.clock_skew_seconds),
@@ -84,3 +85,9 @@ def unplug(settings: Settings, device_id: str) -> None:
     """Pull an emulated device out: enumeration loses it and transfers fail with ENODEV."""
     store, _ = _load(settings, device_id)
     store.set_plugged(device_id, False)
+
+
+def hold(settings: Settings, device_id: str, held: bool = True) -> None:
+    """Another program takes the device (or gives it back): commands answer busy meanwhile."""
+    store, _ = _load(settings, device_id)
+    store.set_held(device_id, held)

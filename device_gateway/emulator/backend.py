@@ -24,7 +24,7 @@ import usb.backend
 import usb.core
 
 from device_gateway.emulator import descriptors as d
-from device_gateway.emulator.firmware import run_command
+from device_gateway.emulator.firmware import Outcome, run_command
 from device_gateway.emulator.state import DeviceState
 from device_gateway.emulator.store import EmulatorStore
 from device_gateway.protocol import FrameDecoder, Message, MessageAssembler, Status, encode_message
@@ -170,6 +170,8 @@ class EmulatedBackend(usb.backend.IBackend):
 
     def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
         device = self._alive(dev_handle)
+        if self.store.is_held(dev_handle.ref.device_id):
+            raise usb.core.USBError("Resource busy", LIBUSB_ERROR_BUSY, errno.EBUSY)
         with device.lock:
             for other in device.handles:
                 if other is not dev_handle and intf in other.claimed:
@@ -273,8 +275,12 @@ class EmulatedBackend(usb.backend.IBackend):
         except (ValueError, UnicodeDecodeError) as exc:
             status, body = Status.BAD_REQUEST, {"message": f"request is not a JSON object: {exc}"}
         else:
-            outcome = run_command(device.state, message.command, request, self._wall_clock(),
-                                  self._random_bytes)
+            if self.store.is_held(device.ref.device_id):
+                # another program (the invoicing software) is using the device right now
+                outcome = Outcome(Status.BUSY, {"message": "the device is in use by another program"})
+            else:
+                outcome = run_command(device.state, message.command, request, self._wall_clock(),
+                                      self._random_bytes)
             status, body = outcome.status, outcome.body
             if outcome.changed:
                 try:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from device_gateway.emulator.clock import (
@@ -34,6 +35,9 @@ from shared.writeback_package import PackageInvalid, emulated_device_key, open_s
 # Fields a write-back package carries both in clear and sealed; the sealed copy must agree.
 PACKAGE_FIELDS = ("package_id", "device_id", "taxpayer_id", "machine_no", "period", "invoice_types",
                   "issued_at", "challenge", "next_lock_date", "clock_block")
+# Offline limits (离线开票总金额): offline invoices beyond this total cannot be uploaded by the
+# device; the invoices stay pending and the device cannot report until the tax office acts.
+OFFLINE_AMOUNT_LIMIT = Decimal("500000.00")
 # Families that need a clock calibration block written before the clear block.
 NEEDS_CLOCK_BLOCK = frozenset({"tax_control_disk"})
 
@@ -136,7 +140,7 @@ def device_info(state: DeviceState, now: datetime) -> dict[str, Any]:
             "positive_cumulative_limit": "50000000.00",
             "negative_cumulative_limit": "5000000.00",
             "offline_hours_limit": 72,
-            "offline_amount_limit": "500000.00",
+            "offline_amount_limit": str(OFFLINE_AMOUNT_LIMIT),
         },
         "clock_abnormal": clock_abnormal(state.clock_skew_seconds),
         "locked": today > lock,
@@ -223,7 +227,14 @@ def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
     if period != state.open_period or not state.offline_total:
         return {"device_id": state.device_id, "invoices": []}
     first = state.invoice_types[0]
-    offline = [i.as_dict() for i in period_invoices(state, period, first) if i.offline]
+    issued = [i for i in period_invoices(state, period, first) if i.offline]
+    total = sum((i.amount for i in issued if i.kind == "normal"), Decimal("0.00"))
+    if state.offline_pending and total > OFFLINE_AMOUNT_LIMIT:
+        raise DeviceRefusal(
+            Status.OFFLINE_PENDING,
+            f"{state.offline_pending} offline invoices total {total}, over the offline amount limit "
+            f"{OFFLINE_AMOUNT_LIMIT}; they cannot be uploaded from the device (the tax office must act)")
+    offline = [i.as_dict() for i in issued]
     if state.offline_pending:
         state.offline_pending = 0
         ctx.changed = True

@@ -99,3 +99,16 @@ class EmulatorStore:
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             marker.touch()
+
+    def is_held(self, device_id: str) -> bool:
+        """True while another program holds the device (its held marker exists)."""
+        return self._path(device_id, ".held").exists()
+
+    def set_held(self, device_id: str, held: bool) -> None:
+        """Let another program take (create the marker) or give back (remove it) the device."""
+        marker = self._path(device_id, ".held")
+        if held:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The backup service: answers `backup.take` and `backup.verify` commands."""
+"""The backup service: answers `backup.take`, `backup.verify` and `backup.schedule`, and runs the
+monthly round when it leads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from functools import partial
 import trio
 
 from services.backup.api import check_copies, list_backups, restore_backup, take_backup, verify_backup
+from services.backup.retention import prune
+from services.backup.schedule import (
+    BackupsScheduled,
+    ScheduleBackups,
+    SchedulePolicy,
+    back_up_devices,
+    run_scheduler,
+    schedule_from_env,
+)
 from shared import audit
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
@@ -47,15 +57,24 @@ async def run_backup(
     db: Database,
     settings: Settings,
     *,
+    schedule: SchedulePolicy | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Consume the backup queue until cancelled."""
+    """Consume the backup queue, and take part in the monthly round, until cancelled."""
+    policy = schedule_from_env() if schedule is None else schedule
     await bus.declare(topology_for(BACKUP))
     async with RpcClient.open(bus, "backup") as rpc, trio.open_nursery() as nursery:
+        take = partial(_take, bus, db, settings, rpc)
+
+        async def scheduled(msg: ScheduleBackups) -> BackupsScheduled:
+            return await back_up_devices(db, take, msg)
+
         operations = {
-            "take": Operation(TakeBackup, partial(_take, bus, db, settings, rpc)),
+            "take": Operation(TakeBackup, take),
             "verify": Operation(VerifyBackup, partial(_verify, db, settings)),
+            "schedule": Operation(ScheduleBackups, scheduled),
         }
         handler = traced("backup", BACKUP.name, rpc_server(bus, operations))
         await nursery.start(partial(bus.consume, BACKUP.name, handler))
+        await nursery.start(partial(run_scheduler, db, take, policy, after_round=partial(prune, db, settings)))
         task_status.started()

@@ -104,3 +104,39 @@ async def device_record(conn: asyncpg.Connection, device_id: str) -> dict[str, A
     if record.get("invoice_types") is not None:
         record["invoice_types"] = list(record["invoice_types"])
     return record
+
+
+async def delete(conn: asyncpg.Connection, backup_ids: list[str]) -> list[BackupRow]:
+    """Remove backups' rows; returns the rows removed (their files are the caller's to remove)."""
+    rows = await conn.fetch(f"DELETE FROM backups WHERE backup_id = ANY($1::text[]) RETURNING {_COLUMNS}",
+                            backup_ids)
+    return [_row(r) for r in rows]
+
+
+async def written_back(conn: asyncpg.Connection) -> list[tuple[str, str, str | None]]:
+    """(device, period, backup relied on) for every device clear that reached its write-back."""
+    rows = await conn.fetch(
+        "SELECT dc.device_id, cr.period, dc.backup_id FROM device_clears dc"
+        " JOIN clear_requests cr USING (request_id)"
+        " WHERE dc.step IN ('written_back', 'verified') OR dc.outcome = 'cleared'"
+    )
+    return [(r["device_id"], r["period"], r["backup_id"]) for r in rows]
+
+
+async def reseal(conn: asyncpg.Connection, backup_id: str, *, checksum: str, key_id: str, file_name: str,
+                 size: int, locations: list[str]) -> None:
+    """Point a backup at its re-encrypted files (key rotation); the id and contents stay the same."""
+    await conn.execute(
+        "UPDATE backups SET checksum = $2, key_id = $3, file_name = $4, size = $5, locations = $6"
+        " WHERE backup_id = $1", backup_id, checksum, key_id, file_name, size, locations)
+
+
+async def registered_devices(conn: asyncpg.Connection, device_ids: list[str],
+                             branch_id: str | None) -> list[tuple[str, str, str | None]]:
+    """(device, gateway, open period) of the registered devices, optionally narrowed."""
+    rows = await conn.fetch(
+        "SELECT device_id, gateway_id, open_period FROM devices"
+        " WHERE (cardinality($1::text[]) = 0 OR device_id = ANY($1::text[]))"
+        " AND ($2::text IS NULL OR branch_id = $2) ORDER BY device_id",
+        device_ids, branch_id)
+    return [(r["device_id"], r["gateway_id"], r["open_period"]) for r in rows]

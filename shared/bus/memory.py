@@ -7,6 +7,7 @@ and on RabbitMQ alike.
 from __future__ import annotations
 
 import math
+import zlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -42,12 +43,15 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._exchanges: set[str] = {""}
+        self._hashed: set[str] = set()  # x-consistent-hash exchanges: one bound queue per key
         self._queues: dict[str, _Queue] = {}
         self._bindings: list[tuple[str, str, str]] = []  # (exchange, pattern, queue)
 
     async def declare(self, topology: Topology) -> None:
         for exchange in topology.exchanges:
             self._exchanges.add(exchange.name)
+            if exchange.type == "x-consistent-hash":
+                self._hashed.add(exchange.name)
         for spec in topology.queues:
             self._declare_queue(spec.name, spec)
             dead = spec.dead_letter_queue
@@ -111,12 +115,28 @@ class MemoryBus:
             if queue is not None:
                 queue.put(delivery)
             return  # unroutable messages are dropped, as RabbitMQ does without `mandatory`
-        targets = {
-            q for (ex, pattern, q) in self._bindings
-            if ex == delivery.exchange and topic_matches(pattern, delivery.routing_key)
-        }
+        if delivery.exchange in self._hashed:
+            targets = self._hash_target(delivery)
+        else:
+            targets = {
+                q for (ex, pattern, q) in self._bindings
+                if ex == delivery.exchange and topic_matches(pattern, delivery.routing_key)
+            }
         for name in sorted(targets):
             self._queues[name].put(delivery)
+
+    def _hash_target(self, delivery: Delivery) -> set[str]:
+        """Like RabbitMQ's consistent-hash exchange: binding keys are weights, one queue per key."""
+        weighted = [(q, int(pattern) if pattern.isdigit() else 1)
+                    for (ex, pattern, q) in self._bindings if ex == delivery.exchange]
+        if not weighted:
+            return set()
+        point = zlib.crc32(delivery.routing_key.encode()) % sum(w for _, w in weighted)
+        for queue, weight in sorted(weighted):
+            if point < weight:
+                return {queue}
+            point -= weight
+        return {weighted[-1][0]}
 
     async def consume(
         self,

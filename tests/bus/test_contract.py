@@ -313,3 +313,28 @@ async def test_reply_queue_bound_to_events_follows_them(bus: Bus, nursery: trio.
     assert [(await next_delivery(received)).body for _ in range(2)] == [b'{"n": 1}', b'{"n": 3}']
     with pytest.raises(BusError):
         await bus.bind("no.such.queue", "clearcard.events", "#")
+
+
+async def test_consistent_hash_exchange_keeps_one_key_on_one_queue(bus: Bus, nursery: trio.Nursery) -> None:
+    from shared.bus.topology import ExchangeSpec, Topology
+
+    shards = [QueueSpec(f"test.shard.{n}", (("test.hash", "1"),)) for n in range(3)]
+    await bus.declare(topology_for() + Topology(exchanges=(ExchangeSpec("test.hash", "x-consistent-hash"),),
+                                                queues=tuple(shards)))
+    send, receive = trio.open_memory_channel[tuple[str, str]](math.inf)
+    for shard in shards:
+
+        async def handler(delivery: Delivery, name: str = shard.name) -> None:
+            send.send_nowait((name, delivery.routing_key))
+
+        await start_consumer(nursery, bus, shard.name, handler)
+    keys = [f"66150000{n:04d}" for n in range(30)] * 2
+    for key in keys:
+        await bus.publish("test.hash", key, b"{}")
+    seen: dict[str, set[str]] = {}
+    for _ in keys:
+        with trio.fail_after(WAIT):
+            name, key = await receive.receive()
+        seen.setdefault(key, set()).add(name)
+    assert all(len(queues) == 1 for queues in seen.values())  # a key always lands on one shard
+    assert len({q for queues in seen.values() for q in queues}) > 1  # keys spread over shards

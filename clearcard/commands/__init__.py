@@ -1,0 +1,1 @@
+"""Subcommands of `clearcard`, one module per area."""
