@@ -74,7 +74,7 @@ def demo() -> None:
 
 @app.command()
 def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator backup audit gateway "
-                                                            "authority-sim, or all")]) -> None:
+                                                            "console authority-sim, or all")]) -> None:
     """Run the named services in this process until SIGTERM or SIGINT."""
     import signal
 
@@ -378,9 +378,11 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import backup_admin
+    from clearcard.commands import audit_review, backup_admin, user
 
     backup_admin.register(backup_app)
+    audit_review.register(audit_app)
+    app.add_typer(user.app, name="user")
 
 
 _register_subcommands()

@@ -14,6 +14,7 @@ from services.audit import checkpoint, store
 from services.audit.chain import BadRecord, ChainWalker
 from shared.config import Settings
 from shared.db.pool import Database
+from shared.messages.audit import AuditRecord
 
 log = structlog.get_logger("clearcard.audit")
 
@@ -152,3 +153,11 @@ async def search(
         until=until,
         limit=limit,
     )
+
+
+async def append(db: Database, record: AuditRecord) -> int | None:
+    """Append one record straight to the chain (for processes without a broker, e.g. the CLI on
+    the embedded bus); returns its seq, or None if its record_id was stored already. The signed
+    checkpoint is left to the audit service, which re-anchors over such rows on its next append."""
+    appended = await db.run(store.append_record, record)
+    return None if appended is None else appended.seq

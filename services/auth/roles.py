@@ -19,6 +19,7 @@ class Action(StrEnum):
     PREVIEW = "clear.preview"
     STATUS = "status.read"
     AUDIT_READ = "audit.read"
+    ADMIN = "accounts.admin"  # manage accounts, unlock, revoke others' tokens
 
 
 ALLOWED: dict[Role, frozenset[Action]] = {
@@ -31,8 +32,14 @@ ALLOWED: dict[Role, frozenset[Action]] = {
 
 ALL_BRANCHES = "*"
 
+# Which roles each kind of account may hold: a person never acts as the `requester` service and a
+# service account never holds a role that clears by hand or administers.
+PERSON_ROLES = frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.VIEWER})
+SERVICE_ROLES = frozenset({Role.REQUESTER, Role.VIEWER, Role.AUDITOR})
+
 
 def permits(role: Role, action: Action) -> bool:
+    """True if `role` may take `action` at all (branch scope is checked separately)."""
     return action in ALLOWED[role]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import trio
 
-from services.auth.decide import authorize
+from services.auth.decide import authorize, subject_of
+from services.auth.revocation import RevocationList
 from services.auth.tokens import KeyRing
 from shared import audit, telemetry
 from shared.bus.api import Bus, Delivery, Reject
@@ -47,8 +48,9 @@ async def reject(bus: Bus, delivery: Delivery, request_id: str, error: Error, su
     await publish_event(bus, event, reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
 
 
-async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery) -> None:
-    """Decide one clear request."""
+async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery, *, db: Database | None = None,
+                         revocations: RevocationList | None = None) -> None:
+    """Decide one clear request (with `db` and `revocations`, revoked tokens are refused too)."""
     try:
         request = decode(ClearRequest, delivery.body)
     except DecodeError as exc:
@@ -64,16 +66,19 @@ async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery) -> None:
                      "unknown")
         return
     try:
-        principal = authorize(keys, delivery.headers, request)
+        if revocations is not None and db is not None:
+            await revocations.refresh(db)
+        principal = authorize(keys, delivery.headers, request, revoked=revocations)
     except ClearCardError as exc:
         await reject(bus, delivery, request.request_id, Error.of(exc.code, exc.message),
-                     "anonymous", request.branch_id)
+                     subject_of(keys, delivery.headers), request.branch_id)
         return
     await audit.record(
         bus, service=SERVICE, subject=principal.subject, action="clear.authorized",
         request_id=request.request_id, branch_id=request.branch_id, outcome="allowed",
         record_id=f"authorized:{request.request_id}:{delivery.message_id or ''}",
-        detail={"role": principal.role, "mode": request.mode, "preview": request.preview},
+        detail={"role": principal.role, "mode": request.mode, "preview": request.preview,
+                "token_id": principal.token_id, "mfa": principal.mfa},
     )
     await bus.publish(
         COMMANDS, CLEAR_AUTHORIZED, delivery.body, message_id=request.request_id,
@@ -87,10 +92,11 @@ async def run_auth(bus: Bus, db: Database, settings: Settings, *,
     """Serve the auth queue until cancelled."""
     keys = KeyRing(settings.keys_dir)
     keys.signing_key()  # make sure a key pair exists before the first request
+    revocations = RevocationList()
     await bus.declare(topology_for(AUTH_REQUESTS))
 
     async def handler(delivery: Delivery) -> None:
-        await handle_request(bus, keys, delivery)
+        await handle_request(bus, keys, delivery, db=db, revocations=revocations)
 
     await bus.consume(AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, handler),
                       prefetch=64, task_status=task_status)

@@ -35,6 +35,13 @@ class Principal:
     branches: tuple[str, ...]
     token_id: str
     expires_at: int
+    kind: str | None = None  # "person" or "service" for account tokens; None for `token issue` tokens
+    mfa: bool = False  # the person proved a second factor (TOTP) at login
+    issued_at_ms: int = 0
+
+    @property
+    def is_person(self) -> bool:
+        return self.kind == "person"
 
 
 class KeyRing:
@@ -85,8 +92,13 @@ class KeyRing:
         assert found is not None
         return found
 
-    def issue(self, subject: str, role: Role, branches: list[str], ttl: int = DEFAULT_TTL) -> str:
-        """Sign an access token for `subject` with `role` over `branches`."""
+    def issue(self, subject: str, role: Role, branches: list[str], ttl: int = DEFAULT_TTL, *,
+              kind: str | None = None, amr: list[str] | None = None) -> str:
+        """Sign an access token for `subject` with `role` over `branches`.
+
+        Account logins set `kind` (person or service) and `amr` (how the subject proved itself:
+        "pwd", plus "otp" after a TOTP code).
+        """
         if not subject or len(subject) > 128:
             raise ValueError("subject must be 1 to 128 characters")
         if not 1 <= ttl <= MAX_TTL:
@@ -94,12 +106,17 @@ class KeyRing:
         if not branches:
             raise ValueError("a token needs at least one --branch (or '*' for every branch)")
         kid, key = self.signing_key()
-        now = int(time.time())
-        claims = {
+        now_ms = time.time_ns() // 1_000_000
+        now = now_ms // 1000
+        claims: dict[str, object] = {
             "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "role": str(role),
             "branches": branches, "iat": now, "nbf": now - 5, "exp": now + ttl,
-            "jti": secrets.token_hex(8),
+            "jti": secrets.token_hex(16), "iat_ms": now_ms,
         }
+        if kind is not None:
+            claims["kind"] = kind
+        if amr is not None:
+            claims["amr"] = amr
         return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
 
     def verify(self, token: str) -> Principal:
@@ -122,10 +139,20 @@ class KeyRing:
             raise ClearCardError(ErrorCode.AUTH_INVALID, f"The access token is not valid ({exc}).") from None
         try:
             role = Role(str(claims.get("role")))
-            branches = tuple(str(b) for b in claims.get("branches") or ())
+            raw_branches = claims.get("branches") or ()
+            if not isinstance(raw_branches, list | tuple):
+                raise TypeError("branches")
+            branches = tuple(str(b) for b in raw_branches)
+            kind = claims.get("kind")
+            if kind not in (None, "person", "service"):
+                raise ValueError("kind")
+            amr = claims.get("amr") or []
+            mfa = isinstance(amr, list) and "otp" in amr
+            issued_at_ms = int(claims.get("iat_ms") or int(claims["iat"]) * 1000)
         except (ValueError, TypeError):
-            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token names an unknown role.") from None
-        return Principal(claims["sub"], role, branches, claims["jti"], int(claims["exp"]))
+            raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token has malformed claims.") from None
+        return Principal(str(claims["sub"]), role, branches, str(claims["jti"]), int(claims["exp"]),
+                         kind=kind, mfa=mfa, issued_at_ms=issued_at_ms)
 
 
 def bearer(header_value: object) -> str:

@@ -39,7 +39,7 @@ def decode(model: type[M], body: bytes) -> M:
         raise DecodeError(f"message is {len(body)} bytes, over the {MAX_MESSAGE_BYTES} byte limit")
     try:
         raw = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: e.g. 5,000-digit ints
         raise DecodeError(f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise DecodeError("body must be a JSON object")

@@ -49,7 +49,7 @@ def environment(data_dir: Path, amqp_url: str, database_url: str, fleet: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
     env.update(CLEARCARD_DATA_DIR=str(data_dir), CLEARCARD_AMQP_URL=amqp_url,
                CLEARCARD_DATABASE_URL=database_url, CLEARCARD_FLEET=str(fleet),
-               CLEARCARD_LOG_LEVEL="INFO")
+               CLEARCARD_LOG_LEVEL="INFO", CLEARCARD_HTTP="127.0.0.1:0")  # console on a free port
     return env
 
 

@@ -1,0 +1,167 @@
+"""Reading the fleet for the console: devices with their countdown, history and clear timelines.
+
+Functions taking a connection are asyncio-flavoured: run them through `Database.run`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+CHINA = timezone(timedelta(hours=8))
+_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
+RED_DAYS = 3
+AMBER_DAYS = 7
+
+
+async def today(conn: asyncpg.Connection) -> date:
+    """The date countdowns count from: the emulated fleet clock when one runs, else China's date."""
+    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
+    now = datetime.now(UTC)
+    if row is not None and row["fleet_clock"]:
+        return (datetime.fromisoformat(row["fleet_clock"]) + (now - row["started_at"])).astimezone(CHINA).date()
+    return now.astimezone(CHINA).date()
+
+
+def risk(days_left: int | None) -> str:
+    """`red` (≤3 days to the lock date), `amber` (≤7), `green`, or `unknown`."""
+    if days_left is None:
+        return "unknown"
+    return "red" if days_left <= RED_DAYS else "amber" if days_left <= AMBER_DAYS else "green"
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+async def devices(conn: asyncpg.Connection, as_of: date, branches: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every device (of `branches`, None = all) with per-type status, countdown and its last clear."""
+    rows = await conn.fetch(
+        """
+        SELECT d.device_id, d.branch_id, d.family, d.taxpayer_id, d.machine_no, d.gateway_id,
+               d.type_status, d.open_period, d.lock_date, d.pin_tries_left, d.offline_pending, d.online,
+               d.last_seen, d.last_result,
+               c.request_id AS last_request_id, c.step AS last_step, c.outcome AS last_outcome,
+               c.error_code AS last_error_code, c.updated_at AS last_clear_at
+        FROM devices d
+        LEFT JOIN LATERAL (
+            SELECT request_id, step, outcome, error_code, updated_at FROM device_clears dc
+            WHERE dc.device_id = d.device_id ORDER BY updated_at DESC LIMIT 1) c ON true
+        WHERE $1::text[] IS NULL OR d.branch_id = ANY($1::text[])
+        ORDER BY d.branch_id, d.device_id
+        """, sorted(branches) if branches is not None else None)
+    out = []
+    for r in rows:
+        raw = r["type_status"]
+        statuses = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        lock: date | None = r["lock_date"]
+        days = (lock - as_of).days if lock else None
+        out.append({
+            "device_id": r["device_id"], "branch_id": r["branch_id"], "family": r["family"],
+            "taxpayer_id": r["taxpayer_id"], "machine_no": r["machine_no"], "gateway_id": r["gateway_id"],
+            "open_period": r["open_period"],
+            "types": {code: _WORDS.get(int(v), str(v)) for code, v in sorted(statuses.items())},
+            "lock_date": lock.isoformat() if lock else None, "days_left": days, "risk": risk(days),
+            "pin_tries_left": r["pin_tries_left"], "offline_pending": r["offline_pending"],
+            "online": r["online"], "last_seen": _iso(r["last_seen"]), "last_result": r["last_result"],
+            "last_clear": None if r["last_request_id"] is None else {
+                "request_id": r["last_request_id"], "step": r["last_step"], "outcome": r["last_outcome"],
+                "error_code": r["last_error_code"], "at": _iso(r["last_clear_at"])},
+        })
+    return out
+
+
+def matches(device: dict[str, Any], *, family: str | None, status: str | None, max_days: int | None) -> bool:
+    """The fleet view's filters: family, a per-type status (or a risk colour), days left at most."""
+    if family and device["family"] != family:
+        return False
+    if status:
+        if status in ("red", "amber", "green", "unknown"):
+            if device["risk"] != status:
+                return False
+        elif status not in device["types"].values():
+            return False
+    return max_days is None or (device["days_left"] is not None and device["days_left"] <= max_days)
+
+
+def by_branch(rows: list[dict[str, Any]], digital: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Devices and digital-invoice confirmations grouped by branch, with counts per risk colour."""
+    branches: dict[str, dict[str, Any]] = {}
+
+    def branch(name: str) -> dict[str, Any]:
+        return branches.setdefault(name, {"branch_id": name, "devices": [], "digital": [],
+                                          "counts": {"red": 0, "amber": 0, "green": 0, "unknown": 0}})
+
+    for device in rows:
+        b = branch(device["branch_id"])
+        b["devices"].append(device)
+        b["counts"][device["risk"]] += 1
+    for confirmation in digital:
+        branch(confirmation["branch_id"])["digital"].append(confirmation)
+    for b in branches.values():
+        days = [d["days_left"] for d in b["devices"] if d["days_left"] is not None]
+        b["min_days_left"] = min(days) if days else None
+    return [branches[k] for k in sorted(branches)]
+
+
+async def device_row(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT device_id, branch_id, gateway_id FROM devices WHERE device_id = $1", device_id)
+
+
+async def history(conn: asyncpg.Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The device's clears, newest first, with their request's period and mode."""
+    rows = await conn.fetch(
+        """
+        SELECT dc.request_id, r.period, r.mode, r.subject, r.trace_id, dc.step, dc.outcome, dc.error_code,
+               dc.error_message, dc.backup_id, r.created_at, dc.updated_at
+        FROM device_clears dc JOIN clear_requests r USING (request_id)
+        WHERE dc.device_id = $1 ORDER BY r.created_at DESC LIMIT $2
+        """, device_id, limit)
+    return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
+
+
+async def request_row(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
+    """A clear request with its devices' current step and outcome."""
+    row = await conn.fetchrow(
+        "SELECT request_id, branch_id, period, mode, invoice_types, subject, trace_id, status, finished_event,"
+        " created_at, finished_at FROM clear_requests WHERE request_id = $1", request_id)
+    if row is None:
+        return None
+    devices_ = await conn.fetch(
+        "SELECT device_id, step, outcome, error_code, error_message, backup_id, updated_at FROM device_clears"
+        " WHERE request_id = $1 ORDER BY device_id", request_id)
+    out = {k: _iso(v) for k, v in dict(row).items()}
+    raw = out.get("finished_event")
+    out["finished_event"] = json.loads(raw) if isinstance(raw, str) else raw
+    out["devices"] = [{k: _iso(v) for k, v in dict(d).items()} for d in devices_]
+    return out
+
+
+def timeline(request: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per device, each step reached with when and how long it took (from the audit log)."""
+    steps: dict[str, list[dict[str, Any]]] = {d["device_id"]: [] for d in request["devices"]}
+    previous: dict[str, str] = {}
+    accepted = next((r["at"] for r in records if r.get("action") == "clear.accepted"), request["created_at"])
+    for record in sorted(records, key=lambda r: (str(r.get("at")), r.get("seq") or 0)):
+        device = record.get("device_id")
+        action = str(record.get("action") or "")
+        if not device or not (action.startswith("step.") or action == "device.finished"):
+            continue
+        at = str(record["at"])
+        since = previous.get(device, accepted)
+        steps.setdefault(device, []).append({
+            "step": action.removeprefix("step.") if action != "device.finished" else "finished",
+            "at": at, "seconds": _seconds(since, at), "outcome": record.get("outcome"),
+            "error_code": record.get("error_code")})
+        previous[device] = at
+    return [{**d, "steps": steps.get(d["device_id"], [])} for d in request["devices"]]
+
+
+def _seconds(start: str, end: str) -> float | None:
+    try:
+        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None

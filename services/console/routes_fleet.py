@@ -1,0 +1,135 @@
+"""Fleet views: the caller, the fleet by branch, one device, digital-invoice confirmations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import trio
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from services.auth.tokens import Principal
+from services.console import digital, fleet
+from services.console.context import ConsoleContext, context
+from services.console.security import Can, branch_filter, capabilities, check_branch, principal, require
+from shared import audit, metrics
+from shared.bus.topology import COMMANDS, gateway_routing_key
+from shared.errors import ClearCardError, ErrorCode
+from shared.messages.base import Period
+from shared.messages.device import DeviceCommand, DeviceInfo
+
+router = APIRouter(prefix="/api", tags=["fleet"])
+MONITORING_TIMEOUT = 5.0
+
+
+@router.get("/me", summary="Who the token speaks for and what it may do")
+async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
+    return {"subject": who.subject, "role": who.role.value, "branches": list(who.branches),
+            "expires_at": who.expires_at, "can": capabilities(who.role)}
+
+
+@router.get("/status", summary="Every device by branch, with the lock-date countdown (as `clearcard status`)")
+async def status(
+    branch: str | None = Query(None, description="only this branch"),
+    family: str | None = Query(None, description="ukey, golden_tax_disk or tax_control_disk"),
+    status: str | None = Query(None, description="a type status (needs_report, reported, cleared) "
+                               "or a risk colour (red, amber, green, unknown)"),
+    days: int | None = Query(None, description="only devices with at most this many days left"),
+    ctx: ConsoleContext = Depends(context),
+    who: Principal = Depends(require(Can.STATUS)),
+) -> dict[str, Any]:
+    visible = branch_filter(who)
+    if branch is not None:
+        check_branch(who, branch)
+        visible = {branch}
+    as_of = await ctx.db.run(fleet.today)
+    rows = [d for d in await ctx.db.run(fleet.devices, as_of, visible)
+            if fleet.matches(d, family=family, status=status, max_days=days)]
+    confirmations = digital.with_countdown(await ctx.db.run(digital.list_confirmations, branch), as_of)
+    if visible is not None:
+        confirmations = [c for c in confirmations if c["branch_id"] in visible]
+    return {"today": as_of.isoformat(), "red_days": fleet.RED_DAYS, "amber_days": fleet.AMBER_DAYS,
+            "branches": fleet.by_branch(rows, confirmations), "devices": rows}
+
+
+async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> dict[str, Any]:
+    """Ask the device's gateway for the monitoring data (监控管理数据) the device holds right now."""
+    if ctx.rpc is None:
+        return {"available": False, "reason": "no gateway connection"}
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        with trio.fail_after(MONITORING_TIMEOUT):
+            info = await ctx.rpc.call(COMMANDS, gateway_routing_key(gateway_id, "info"),
+                                      DeviceCommand(device_id=device_id), DeviceInfo)
+    except trio.TooSlowError:
+        outcome = "timeout"
+        return {"available": False, "reason": ErrorCode.TIMEOUT.value}
+    except ClearCardError as exc:
+        outcome = exc.code.value
+        return {"available": False, "reason": exc.code.value, "message": exc.message}
+    finally:
+        metrics.GATEWAY_COMMAND.labels("info", outcome).observe(time.perf_counter() - started)
+    return {"available": True, "clock": info.clock, "types": info.types, "pin_tries_left": info.pin_tries_left,
+            "offline_pending": info.offline_pending, **info.monitoring.model_dump()}
+
+
+@router.get("/devices/{device_id}", summary="One device: per-type status, monitoring data and clear history")
+async def device(device_id: str, monitoring: bool = Query(True, description="ask the device (via its gateway)"),
+                 ctx: ConsoleContext = Depends(context),
+                 who: Principal = Depends(require(Can.STATUS))) -> dict[str, Any]:
+    row = await ctx.db.run(fleet.device_row, device_id)
+    if row is None:
+        raise ClearCardError(ErrorCode.UNKNOWN_DEVICE, f"There is no device {device_id}.")
+    check_branch(who, row["branch_id"])
+    as_of = await ctx.db.run(fleet.today)
+    summary = next(d for d in await ctx.db.run(fleet.devices, as_of, {row["branch_id"]})
+                   if d["device_id"] == device_id)
+    return {**summary, "today": as_of.isoformat(),
+            "monitoring": await _monitoring(ctx, device_id, row["gateway_id"]) if monitoring
+            else {"available": False, "reason": "not asked"},
+            "history": await ctx.db.run(fleet.history, device_id)}
+
+
+@router.get("/digital", summary="Monthly digital-invoice (数电) summary confirmations")
+async def digital_list(branch: str | None = None, period: str | None = None,
+                       ctx: ConsoleContext = Depends(context),
+                       who: Principal = Depends(require(Can.STATUS))) -> list[dict[str, Any]]:
+    if branch is not None:
+        check_branch(who, branch)
+    visible = branch_filter(who)
+    rows = digital.with_countdown(await ctx.db.run(digital.list_confirmations, branch, period),
+                                  await ctx.db.run(fleet.today))
+    return [r for r in rows if visible is None or r["branch_id"] in visible]
+
+
+@router.post("/digital/{taxpayer_id}/{period}/confirm", summary="Confirm a month's digital-invoice summary")
+async def digital_confirm(taxpayer_id: str, period: str, ctx: ConsoleContext = Depends(context),
+                          who: Principal = Depends(require(Can.DIGITAL_CONFIRM))) -> dict[str, Any]:
+    rows = await ctx.db.run(digital.list_confirmations, None, period)
+    row = next((r for r in rows if r["taxpayer_id"] == taxpayer_id), None)
+    if row is None:
+        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"No summary of {period} for taxpayer {taxpayer_id}.")
+    check_branch(who, row["branch_id"])
+    confirmed = await ctx.db.run(digital.confirm_month, taxpayer_id, period, who.subject)
+    await audit.record(ctx.bus, service="console", subject=who.subject, action="digital.confirmed",
+                       record_id=f"digital.confirmed:{taxpayer_id}:{period}", branch_id=row["branch_id"],
+                       outcome="ok", detail={k: confirmed[k] for k in (
+                           "taxpayer_id", "period", "blue_count", "blue_amount", "blue_tax",
+                           "red_count", "red_amount", "red_tax")})
+    return confirmed
+
+
+class DigitalTaxpayer(BaseModel):
+    taxpayer_id: str = Field(min_length=18, max_length=18)
+    name: str = Field(min_length=1, max_length=200)
+    branch_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    periods: list[Period] = Field(default_factory=list, description="months the simulated bureau publishes")
+
+
+@router.post("/digital/simulate", summary="Simulator: register a digital-invoice taxpayer and publish months")
+async def digital_simulate(body: DigitalTaxpayer, ctx: ConsoleContext = Depends(context),
+                           who: Principal = Depends(require(Can.ADMIN))) -> list[dict[str, Any]]:
+    await ctx.db.run(digital.add_taxpayer, body.taxpayer_id, body.name, body.branch_id)
+    return [await ctx.db.run(digital.simulate_month, body.taxpayer_id, p) for p in body.periods]
