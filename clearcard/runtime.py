@@ -71,7 +71,7 @@ async def start_services(nursery: trio.Nursery, names: Sequence[str], bus: Bus, 
     """Start each named service and wait until it is consuming."""
     for name in names:
         run = entry(name)
-        await nursery.start(_bind(run, bus, db, settings))
+        await nursery.start(_bind(run, identified(bus, name, settings), db, settings))
 
 
 def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Callable[..., Awaitable[None]]:
@@ -79,6 +79,14 @@ def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Call
         await run(bus, db, settings, task_status=task_status)
 
     return start
+
+
+def identified(bus: Bus, name: str, settings: Settings) -> Bus:
+    """The service's own view of the bus: signs what it publishes, checks what it consumes."""
+    from services.auth.identity import IdentifiedBus, ServiceIdentity
+    from services.auth.tokens import KeyRing
+
+    return IdentifiedBus(bus, ServiceIdentity(KeyRing(settings.keys_dir), name))
 
 
 def resolve(names: Sequence[str]) -> list[str]:

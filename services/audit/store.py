@@ -46,6 +46,41 @@ async def append_record(conn: asyncpg.Connection, record: AuditRecord) -> Append
     return Appended(seq, digest)
 
 
+async def append_records(conn: asyncpg.Connection, records: list[AuditRecord]) -> list[Appended | None]:
+    """Append a batch in one transaction (one lock, one head read, one insert round trip).
+
+    Returns, per record in order, where it landed, or None when its record_id was already stored
+    (before this batch or earlier in it).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    ids = [r.record_id for r in records]
+    stored = {row["record_id"] for row in await conn.fetch(
+        "SELECT record_id FROM audit_log WHERE record_id = ANY($1::text[])", ids)}
+    head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    seq, prev_hash = (head["seq"], head["hash"]) if head else (0, GENESIS)
+    placed: list[Appended | None] = []
+    rows = []
+    for record in records:
+        if record.record_id in stored:
+            placed.append(None)
+            continue
+        stored.add(record.record_id)
+        seq += 1
+        fields = record_fields(record)
+        digest = chain_hash(seq, fields, prev_hash)
+        rows.append((seq, *(fields[name] for name in FIELDS), prev_hash, digest))
+        placed.append(Appended(seq, digest))
+        prev_hash = digest
+    if rows:
+        placeholders = ", ".join(f"${n}" for n in range(2, len(FIELDS) + 2))
+        await conn.executemany(
+            f"INSERT INTO audit_log (seq, {_COLUMNS}, prev_hash, hash) "
+            f"VALUES ($1, {placeholders}, ${len(FIELDS) + 2}, ${len(FIELDS) + 3})",
+            rows,
+        )
+    return placed
+
+
 def _chain_row(row: asyncpg.Record) -> ChainRow:
     return ChainRow(
         seq=row["seq"],

@@ -49,6 +49,17 @@ class KeyRing:
 
     def __init__(self, keys_dir: Path) -> None:
         self.folder = keys_dir / "auth"
+        self._public_cache: tuple[int, dict[str, Ed25519PublicKey]] | None = None
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The verifying keys, re-read only when the folder changes (a rotation adds a file)."""
+        try:
+            stamp = self.folder.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if self._public_cache is None or self._public_cache[0] != stamp:
+            self._public_cache = (stamp, self._public_keys())
+        return self._public_cache[1]
 
     def _public_keys(self) -> dict[str, Ed25519PublicKey]:
         keys = {}
@@ -125,7 +136,7 @@ class KeyRing:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
             raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token is not a valid token.") from None
-        key = self._public_keys().get(str(kid))
+        key = self.public_keys().get(str(kid))
         if key is None:
             raise ClearCardError(ErrorCode.AUTH_INVALID, "The access token was signed by an unknown key.")
         try:

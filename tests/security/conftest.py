@@ -15,7 +15,7 @@ from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
 from services.audit.log import search
 from services.auth.tokens import KeyRing
-from shared.bus.api import Delivery
+from shared.bus.api import Bus, Delivery
 from shared.bus.memory import MemoryBus
 from shared.bus.topology import EVENTS
 from shared.config import Settings
@@ -38,7 +38,7 @@ class System:
         return {d: {k: show_device(self.settings, d)[k] for k in DEVICE_FIELDS} for d in DEVICES}
 
     async def send(self, exchange: str, routing_key: str, body: bytes, request_id: str,
-                   headers: Mapping[str, Any]) -> dict[str, Any]:
+                   headers: Mapping[str, Any], via: Bus | None = None) -> dict[str, Any]:
         """Publish a raw message and return the final event of `request_id`."""
         queue = await self.bus.declare_reply_queue()
         await self.bus.bind(queue, EVENTS, "clear.*")
@@ -55,7 +55,8 @@ class System:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 await nursery.start(lambda task_status: self.bus.consume(queue, on_event, task_status=task_status))
-                await self.bus.publish(exchange, routing_key, body, message_id=request_id, headers=headers)
+                await (via or self.bus).publish(exchange, routing_key, body, message_id=request_id,
+                                                headers=headers)
                 await done.wait()
                 nursery.cancel_scope.cancel()
         return final

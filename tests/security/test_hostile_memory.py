@@ -33,5 +33,5 @@ async def test_hostile_messages_on_every_queue_leave_services_serving(system: Sy
     # consumers of one-way messages dead-letter the unreadable ones; command servers (gateway,
     # backup, authority) answer them with INVALID_REQUEST instead
     dead = {q: system.bus.depth(f"{q}.dead") for q in QUEUES}
-    assert all(dead[q] > 0 for q in (QUEUES[0], QUEUES[1], QUEUES[5])), dead
+    assert all(dead[q] > 0 for q in (QUEUES[0], QUEUES[1], QUEUES[5])), str(dead)
     assert sent == len(QUEUES) * len(messages()) // len(QUEUES)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import jwt
 import pytest
+import trio
 
+from clearcard.runtime import identified
+from services.audit.service import search
 from services.auth.auditing import DirectAudit
 from services.auth.revocation import revoke
 from services.auth.roles import Role
 from services.auth.tokens import KeyRing
-from shared.bus.topology import CLEAR_AUTHORIZED, CLEAR_REQUEST, COMMANDS
+from shared.bus.topology import CLEAR_AUTHORIZED, CLEAR_REQUEST, COMMANDS, COORDINATOR_REQUESTS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
 from tests.e2e.fleets import BRANCH
@@ -102,9 +105,31 @@ async def test_clear_authorized_straight_to_the_coordinator_does_no_device_work(
     before = system.devices()
     request_id = f"sec-{uuid.uuid4().hex[:10]}"
     headers = {} if make is None else {"authorization": f"Bearer {make(system, tmp_path)}"}
-    final = await system.send(COMMANDS, CLEAR_AUTHORIZED, body(request_id, **fields), request_id, headers)
+    # an insider with a valid service identity: the coordinator's own token check must refuse
+    insider = identified(system.bus, "insider", system.settings)
+    final = await system.send(COMMANDS, CLEAR_AUTHORIZED, body(request_id, **fields), request_id, headers,
+                              via=insider)
     assert final["event"] == "clear.rejected" and final["error"]["code"] == code, final
     [record] = await system.audit_of(request_id, "clear.rejected")
     assert record["service"] == "coordinator" and record["error_code"] == code
     assert not await system.db.fetch("SELECT 1 FROM device_clears WHERE request_id = $1", request_id)
+    assert system.devices() == before
+
+
+async def test_internal_message_without_service_identity_is_dead_lettered(system: System) -> None:
+    """Publishing straight to an internal queue without a service identity reaches no handler."""
+    before = system.devices()
+    request_id = f"sec-{uuid.uuid4().hex[:10]}"
+    token = system.keys.issue("ops", Role.ADMIN, ["*"])
+    await system.bus.publish(COMMANDS, CLEAR_AUTHORIZED, body(request_id), message_id=request_id,
+                             headers={"authorization": f"Bearer {token}"})
+    with trio.fail_after(20):
+        while True:  # the audit service appends asynchronously; PostgreSQL has nothing to wait on
+            rejected = [r for r in await search(system.db) if r["action"] == "message.rejected"]
+            if rejected:
+                break
+            await trio.sleep(0.02)
+    assert rejected[0]["detail"]["routing_key"] == CLEAR_AUTHORIZED
+    assert system.bus.depth(COORDINATOR_REQUESTS.dead_letter_queue) == 1
+    assert not await system.db.fetch("SELECT 1 FROM clear_requests WHERE request_id = $1", request_id)
     assert system.devices() == before
