@@ -32,16 +32,16 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fleetgen import write_fleet  # noqa: E402
-from clearcard.follow import submit_and_follow  # noqa: E402
-from clearcard.runtime import ALL, start_services  # noqa: E402
-from services.auth.roles import Role  # noqa: E402
-from services.auth.tokens import KeyRing  # noqa: E402
-from shared.bus.rabbitmq import RabbitBus  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import Database  # noqa: E402
-from shared.db.migrate import migrate  # noqa: E402
-from shared.messages.clear import ClearRequest  # noqa: E402
+from benchmarks.fleetgen import write_fleet
+from clearcard.follow import submit_and_follow
+from clearcard.runtime import ALL, start_services
+from services.auth.roles import Role
+from services.auth.tokens import KeyRing
+from shared.bus.rabbitmq import RabbitBus
+from shared.config import Settings
+from shared.db import Database
+from shared.db.migrate import migrate
+from shared.messages.clear import ClearRequest
 
 
 def raw_pika(url: str, n: int = 20000) -> tuple[float, float]:
@@ -94,12 +94,12 @@ def vhost(amqp: str) -> tuple[str, str]:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {}
-    name, url = vhost(args.amqp)
+    name, url = await trio.to_thread.run_sync(vhost, args.amqp)
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
     admin = await trio_asyncio.aio_as_trio(asyncpg.connect)(args.pg)
     await trio_asyncio.aio_as_trio(admin.execute)(f'CREATE DATABASE "{db_name}"')
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     finally:
         await trio_asyncio.aio_as_trio(admin.execute)(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         await trio_asyncio.aio_as_trio(admin.close)()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
+        await trio.run_process(["rabbitmqctl", "-q", "delete_vhost", name], capture_stdout=True)
     results["per_request_latency_s"] = {
         "p50": round(statistics.median(latencies), 3), "p99": round(percentile(latencies, 99), 3),
         "n": len(latencies)}

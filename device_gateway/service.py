@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 import trio
 
 from device_gateway.actor import DeviceActor
+from device_gateway.config import GatewayEnv
 from device_gateway.drivers import load_drivers, present_devices
 from device_gateway.emulator import EmulatedBackend, EmulatorStore
 from device_gateway.hotplug import SCAN_INTERVAL_S, watch_presence
@@ -37,20 +40,59 @@ async def run_gateway(
     db: Database,
     settings: Settings,
     *,
-    gateway_id: str = "default",
+    gateway_id: str | None = None,
     scan_interval: float = SCAN_INTERVAL_S,
-    shards: int = 0,
+    shards: int | None = None,
+    usbip_servers: Sequence[tuple[str, int]] | None = None,
+    environ: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway's queue until cancelled; a bad fleet file raises FleetError before start.
 
-    With `shards` > 0 this process is one of several replicas: commands are spread over shard
-    queues by device id (device_gateway/topology.py) so one device is served by one replica.
+    `gateway_id` defaults to `settings.gateway_id` (CLEARCARD_GATEWAY_ID); `shards` and
+    `usbip_servers` default to CLEARCARD_GATEWAY_SHARDS and CLEARCARD_USBIP_SERVERS (read from
+    `environ`, default os.environ; device_gateway/config.py). With `shards` > 0 this process is
+    one of several replicas: commands are spread over shard queues by device id
+    (device_gateway/topology.py) so one device is served by one replica. Devices exported by
+    the USB/IP servers are found before the local ones (device_gateway/transports/).
     """
+    env = GatewayEnv.from_env(environ)
+    gateway_id = settings.gateway_id if gateway_id is None else gateway_id
+    shards = env.shards if shards is None else shards
+    servers = env.usbip_servers if usbip_servers is None else tuple(usbip_servers)
     fleet = load_fleet(settings.fleet_file) if settings.fleet_file else Fleet(clock=None, devices=())
     store = EmulatorStore(settings.emulator_dir)
     states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
-    backend = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    local = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    backend: Any = local
+    remote: Any = None
+    if servers:
+        # imported only when configured: the USB/IP transport needs the `usbip` package
+        from device_gateway.transports.composite import CompositeBackend
+        from device_gateway.transports.usbip_backend import UsbipBackend
+
+        remote = UsbipBackend(servers)
+        backend = CompositeBackend([remote, local])
+        log.info("USB/IP servers", servers=[f"{host}:{port}" for host, port in servers])
+    try:
+        await _serve(bus, db, settings, fleet, backend, gateway_id, scan_interval, shards, task_status)
+    finally:
+        if remote is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(remote.close)
+
+
+async def _serve(
+    bus: Bus,
+    db: Database,
+    settings: Settings,
+    fleet: Fleet,
+    backend: Any,
+    gateway_id: str,
+    scan_interval: float,
+    shards: int,
+    task_status: trio.TaskStatus[None],
+) -> None:
     drivers = load_drivers()
     vault = await trio.to_thread.run_sync(PinVault.open, settings.keys_dir)
     await db.run(register_devices, gateway_id, [

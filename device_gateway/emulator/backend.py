@@ -5,6 +5,10 @@ pyusb's real code path runs on it: `usb.core.find`, string descriptors, `set_con
 0x01; the device runs them when the last fragment is written and answers on bulk IN 0x81
 after its `latency_ms`. Errors are raised the way libusb does (ENODEV, ETIMEDOUT, EBUSY, EPIPE).
 Calls block (latency is `time.sleep`): callers run them in worker threads.
+
+Before each command the device's state file is checked (mtime, size, inode): when another
+process (a gateway replica or an emulated cabinet sharing the data dir) saved it since this
+process last loaded or saved it, it is loaded again, so no command acts on a stale copy.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import usb.core
 from device_gateway.emulator import descriptors as d
 from device_gateway.emulator.firmware import Outcome, run_command
 from device_gateway.emulator.state import DeviceState
-from device_gateway.emulator.store import EmulatorStore
+from device_gateway.emulator.store import EmulatorStateError, EmulatorStore
 from device_gateway.protocol import FrameDecoder, Message, MessageAssembler, Status, encode_message
 from device_gateway.protocol.usb_ids import EP_IN, EP_OUT, MANUFACTURER, PRODUCT_NAMES
 
@@ -72,6 +76,7 @@ class _Handle:
 class _Device:
     ref: DeviceRef
     state: DeviceState
+    stamp: tuple[int, int, int] | None = None  # the state file's version `state` was loaded from
     lock: threading.Lock = field(default_factory=threading.Lock)
     handles: list[_Handle] = field(default_factory=list)
 
@@ -94,9 +99,13 @@ class EmulatedBackend(usb.backend.IBackend):
         self._devices: dict[str, _Device] = {}
         for port, state in enumerate(states, start=1):
             ref = DeviceRef(state.device_id, state.family, port)
-            self._devices[state.device_id] = _Device(ref, state)
+            self._devices[state.device_id] = _Device(ref, state, store.stamp(state.device_id))
 
     # --- enumeration and descriptors -------------------------------------------------------
+
+    def device_refs(self) -> list[DeviceRef]:
+        """Every emulated device, plugged or not (the USB/IP server exports from this)."""
+        return [dev.ref for dev in self._devices.values()]
 
     def enumerate_devices(self) -> list[DeviceRef]:
         return [dev.ref for dev in self._devices.values() if self.store.is_plugged(dev.ref.device_id)]
@@ -266,8 +275,37 @@ class EmulatedBackend(usb.backend.IBackend):
             del dev_handle.pending[:count]
         return count
 
+    def take_response(self, dev_handle: _Handle) -> tuple[bytes, float]:
+        """Everything queued on bulk IN and the monotonic time it becomes readable; clears it.
+
+        For servers that deliver the answer themselves (device_gateway/emulator/usbip_server.py).
+        """
+        device = self._alive(dev_handle)
+        with device.lock:
+            data = bytes(dev_handle.pending)
+            dev_handle.pending.clear()
+            return data, dev_handle.ready_at
+
+    def _refresh(self, device: _Device) -> None:
+        """Load the state file again if another process saved it since we loaded or saved it."""
+        device_id = device.ref.device_id
+        stamp = self.store.stamp(device_id)
+        if stamp is None or stamp == device.stamp:
+            return
+        try:
+            state = self.store.load(device_id)
+        except (EmulatorStateError, OSError) as exc:
+            log.error("emulator state changed on disk but cannot be read; keeping the loaded copy",
+                      device_id=device_id, error=str(exc))
+            return
+        if state is not None:
+            device.state = state
+            device.stamp = stamp
+            log.info("emulator state reloaded (saved by another process)", device_id=device_id)
+
     def _execute(self, device: _Device, message: Message) -> bytes:
         """Run one request against the device's firmware; persist before answering."""
+        self._refresh(device)
         try:
             request = json.loads(message.payload or b"{}")
             if not isinstance(request, dict):
@@ -285,10 +323,12 @@ class EmulatedBackend(usb.backend.IBackend):
             if outcome.changed:
                 try:
                     self.store.save(device.state)
+                    device.stamp = self.store.stamp(device.ref.device_id)
                 except OSError as exc:
                     # the change did not reach the device's memory: forget it, answer a fault
                     log.error("emulator state not saved", device_id=device.ref.device_id, error=str(exc))
                     device.state = self.store.load(device.ref.device_id) or device.state
+                    device.stamp = self.store.stamp(device.ref.device_id)
                     status, body = Status.FAULT, {"message": "device memory write failed"}
         payload = json.dumps(body, separators=(",", ":")).encode()
         return encode_message(message.sequence, message.command, payload, status=status, response=True)

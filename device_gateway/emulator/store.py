@@ -51,6 +51,18 @@ class EmulatorStore:
         except ValidationError as exc:
             raise EmulatorStateError(f"{path}: damaged emulator state: {exc.errors()[0]['msg']}") from None
 
+    def stamp(self, device_id: str) -> tuple[int, int, int] | None:
+        """What identifies the state file's current version on disk (mtime, size, inode), or None.
+
+        A save renames a new file into place, so the inode changes with every save even when
+        the clock's resolution would hide the new mtime.
+        """
+        try:
+            st = self.state_path(device_id).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
     def save(self, state: DeviceState) -> None:
         """Persist a state atomically: tmp + fsync + rename, then fsync the directory."""
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -153,18 +153,23 @@ async def test_a_full_mailbox_is_busy(clock: trio.testing.MockClock, monkeypatch
 async def test_periodic_scan_reports_plug_and_unplug(clock: trio.testing.MockClock) -> None:
     present = {"a", "b"}
     changes: list[tuple[set[str], set[str]]] = []
+    send, receive = trio.open_memory_channel[tuple[set[str], set[str]]](10)
 
     async def on_change(appeared: set[str], vanished: set[str]) -> None:
         changes.append((appeared, vanished))
+        await send.send((appeared, vanished))
 
     async with trio.open_nursery() as nursery:
         await nursery.start(lambda task_status: watch_presence(
             lambda: set(present), on_change, interval=2.0, task_status=task_status))
         assert changes == [({"a", "b"}, set())]
+        await receive.receive()
+        # wait for each scan's report, not for clock time: scans run in a worker thread,
+        # and the mock clock jumps ahead while one runs
         present.discard("a")
-        await trio.sleep(2.5)
+        assert await receive.receive() == (set(), {"a"})
         present.add("a")
-        await trio.sleep(2.0)
+        assert await receive.receive() == ({"a"}, set())
         await trio.sleep(10)  # nothing changes: nothing reported
         nursery.cancel_scope.cancel()
     assert changes == [({"a", "b"}, set()), (set(), {"a"}), ({"a"}, set())]

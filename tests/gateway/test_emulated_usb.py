@@ -184,3 +184,37 @@ def test_vendor_drivers_load_from_entry_points() -> None:
     assert drivers["ukey"] is VendorUKey
     assert drivers["tax_control_disk"] is TaxControlDiskDriver
     assert ENTRY_POINT_GROUP == "clearcard.device_drivers"
+
+
+def test_a_replica_sharing_the_data_dir_reloads_state_saved_by_another(tmp_path: Path) -> None:
+    # two gateway replicas (or a replica and an emulated cabinet) load the same state files
+    first, second = backend_for(tmp_path), backend_for(tmp_path)
+    a, b = UKeyDriver(first, UKEY), UKeyDriver(second, UKEY)
+    a.open()
+    b.open()
+    assert b.info().info.types == {"004": 0, "007": 0}  # loads nothing new: unchanged on disk
+    a.report("2026-10", [])
+    assert second.state_of(UKEY).types["004"].status == 0  # stale until its next command ...
+    assert b.info().info.types == {"004": 1, "007": 1}  # ... which reloads it first
+    challenge = b.challenge().challenge  # saved by the second replica
+    package = WritebackPackage.model_validate(sealed_package(
+        UKEY, TAXPAYER_A, period="2026-10", invoice_types=["004", "007"], challenge=challenge))
+    assert a.writeback(package).applied == ["004", "007"]  # the first sees the second's challenge
+    assert b.info().info.types == {"004": 2, "007": 2}
+    # the package again through the second: a stale copy (its own challenge outstanding, types
+    # in 1) would apply it a second time; the reloaded one knows it was applied
+    again = b.writeback(package)
+    assert again.applied == [] and again.already == ["004", "007"]
+    assert len(second.state_of(UKEY).writebacks) == 2
+    a.close()
+    b.close()
+
+
+def test_a_damaged_state_file_on_disk_keeps_the_loaded_copy(tmp_path: Path) -> None:
+    backend = backend_for(tmp_path)
+    driver = UKeyDriver(backend, UKEY)
+    driver.open()
+    driver.report("2026-10", ["004"])
+    (tmp_path / "emulator" / f"{UKEY}.json").write_text("{not json", encoding="utf-8")
+    assert driver.info().info.types == {"004": 1, "007": 0}
+    driver.close()
