@@ -74,7 +74,7 @@ def demo() -> None:
 
 @app.command()
 def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator backup audit gateway "
-                                                            "console authority-sim, or all")]) -> None:
+                                                            "console notify authority-sim, or all")]) -> None:
     """Run the named services in this process until SIGTERM or SIGINT."""
     import signal
 
@@ -378,11 +378,12 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, user
+    from clearcard.commands import audit_review, backup_admin, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
+    app.add_typer(notify.app, name="notify")
 
 
 _register_subcommands()

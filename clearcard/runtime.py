@@ -35,6 +35,7 @@ SERVICES: dict[str, str] = {
     "backup": "services.backup.service:run_backup",
     "auth": "services.auth.service:run_auth",
     "coordinator": "services.coordinator.service:run_coordinator",
+    "notify": "services.notify.service:run_notify",
     "console": "services.console.service:run_console",
 }
 # start order: consumers of commands before their callers. ALL is what runs in-process for the

@@ -52,6 +52,16 @@ async def _walk(db: Database, walker: ChainWalker) -> BadRecord | None:
 
 async def verify_chain(db: Database, settings: Settings) -> ChainReport:
     """Re-check every record's hash and link, and hold the log against the signed checkpoint."""
+    # Hold the writers' lock, so a checkpoint being written (its key created an instant before
+    # it) is never mistaken for a removed one.
+    fd = await trio.to_thread.run_sync(checkpoint.lock_writers, settings)
+    try:
+        return await _verify_chain(db, settings)
+    finally:
+        os.close(fd)
+
+
+async def _verify_chain(db: Database, settings: Settings) -> ChainReport:
     try:
         anchor = await trio.to_thread.run_sync(checkpoint.read_checkpoint, settings)
     except checkpoint.CheckpointInvalid as exc:

@@ -24,11 +24,15 @@ from shared import audit
 from shared.bus.api import Bus, Delivery, Handler, Reject
 from shared.bus.topology import AUTH_REQUESTS, Topology
 
+# Queues where requests from outside arrive; their handlers check the caller's bearer token.
+_COORDINATOR_COMMANDS = "clearcard.coordinator.commands"  # fleet.clear, clear.cancel
+
 HEADER = "x-clearcard-service"
 AUDIENCE = "clearcard-internal"
 TTL = 3600
 RENEW_BEFORE = 600
-PUBLIC_QUEUES = frozenset({AUTH_REQUESTS.name, AUTH_REQUESTS.dead_letter_queue})
+PUBLIC_QUEUES = frozenset({AUTH_REQUESTS.name, AUTH_REQUESTS.dead_letter_queue,
+                           _COORDINATOR_COMMANDS, f"{_COORDINATOR_COMMANDS}.dead"})
 
 log = structlog.get_logger("clearcard.identity")
 

@@ -45,11 +45,14 @@ def create_key(settings: Settings) -> str:
     folder = keys_dir(settings)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"  # newest sorts last
-    fd = os.open(folder / f"{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # written under a temporary name and renamed, so a reader never sees a half-written key
+    tmp = folder / f".{key_id}.key.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(AESGCM.generate_key(bit_length=256).hex())
         out.flush()
         os.fsync(out.fileno())
+    os.rename(tmp, folder / f"{key_id}.key")
     return key_id
 
 

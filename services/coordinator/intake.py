@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from services.auth.decide import authorize
 from services.auth.tokens import KeyRing, Principal
+from services.coordinator import outbox
 from services.coordinator import repository as repo
 from services.coordinator.plan import build_plan, confirmation
 from services.coordinator.ports import Ports
 from services.coordinator.runner import Runner
-from shared import audit, telemetry
+from shared import telemetry
 from shared.bus.api import Bus, Delivery
 from shared.db import Database
+from shared.db.pool import Connection
 from shared.errors import ClearCardError, ErrorCode
 from shared.events import publish_event
 from shared.messages.clear import (
@@ -46,6 +49,7 @@ class Intake:
     keys: KeyRing
     ports: Ports
     runner: Runner
+    on_staged: Callable[[], None] = lambda: None
 
     async def handle(self, delivery: Delivery) -> None:
         """Handle one `clear.authorized` message (a DecodeError dead-letters it)."""
@@ -108,39 +112,80 @@ class Intake:
         carrier: dict[str, str] = {}
         telemetry.inject(carrier)
         device_ids = [d.device_id for d in devices]
-        accepted = await self.db.run(
-            repo.accept_request, request_id=request.request_id, branch_id=request.branch_id,
-            period=request.period, mode=request.mode, invoice_types=list(request.invoice_types),
-            subject=principal.subject, trace_id=trace_id, traceparent=carrier.get("traceparent"),
-            reply_to=delivery.reply_to, correlation_id=delivery.correlation_id,
-            device_ids=device_ids, owner=self.runner.owner)
-        if not accepted:
-            return  # a racing duplicate got there first
-        await audit.record(self.bus, service=SERVICE, subject=principal.subject, action="clear.accepted",
-                           record_id=f"accepted:{request.request_id}", request_id=request.request_id,
-                           branch_id=request.branch_id, outcome="accepted",
-                           detail={"devices": device_ids, "period": request.period, "mode": request.mode})
-        await publish_event(self.bus, ClearAccepted(request_id=request.request_id, trace_id=trace_id,
-                                                    devices=device_ids))
-        for device_id in device_ids:
-            await publish_event(self.bus, ClearProgress(
-                request_id=request.request_id, trace_id=trace_id, device_id=device_id,
-                step=Step.AUTHORIZED, percent=step_percent(Step.AUTHORIZED)))
-        self.runner.start(await self.db.run(repo.leased_work, request.request_id, self.runner.owner))
+        config = self.runner.config
+
+        async def unit(conn: Connection) -> list[repo.Work] | None:
+            accepted = await accept(
+                conn, request=request, subject=principal.subject, trace_id=trace_id,
+                traceparent=carrier.get("traceparent"), reply_to=delivery.reply_to,
+                correlation_id=delivery.correlation_id, device_ids=device_ids,
+                owner=self.runner.owner, lease=config.lease_seconds)
+            if not accepted:
+                return None  # a racing duplicate got there first
+            return await repo.leased_work(conn, request.request_id, self.runner.owner)
+
+        works = await self.db.run(unit)
+        self.on_staged()
+        if works:
+            self.runner.start(works)
 
     async def _answer(self, delivery: Delivery, request: ClearRequest, subject: str, event: Event) -> None:
         """Answer at once (preview or refusal), remembered so a repeat gets the same answer."""
-        await self.db.run(repo.record_finished_answer, request.request_id, request.branch_id,
-                          request.period, request.mode, subject, event.trace_id,
-                          event.model_dump(mode="json"))
         error = getattr(event, "error", None)
-        await audit.record(self.bus, service=SERVICE, subject=subject, action=event.event,
-                           record_id=f"{event.event}:{request.request_id}", request_id=request.request_id,
-                           branch_id=request.branch_id,
-                           outcome="rejected" if error else "answered",
-                           error_code=error.code if error else None)
-        await publish_event(self.bus, event, reply_to=delivery.reply_to,
-                            correlation_id=delivery.correlation_id)
+        messages = [
+            outbox.audit(service=SERVICE, subject=subject, action=event.event,
+                         record_id=f"{event.event}:{request.request_id}", trace_id=event.trace_id,
+                         request_id=request.request_id, branch_id=request.branch_id,
+                         outcome="rejected" if error else "answered",
+                         error_code=error.code if error else None),
+            *outbox.event(event, message_id=f"event:{event.event}:{request.request_id}",
+                          reply_to=delivery.reply_to, correlation_id=delivery.correlation_id),
+        ]
+
+        async def unit(conn: Connection) -> bool:
+            first = await repo.record_finished_answer(
+                conn, request.request_id, request.branch_id, request.period, request.mode, subject,
+                event.trace_id, event.model_dump(mode="json"))
+            if first:
+                await outbox.stage(conn, request.request_id, messages)
+            return first
+
+        if await self.db.run(unit):
+            self.on_staged()
+        else:  # a racing duplicate answered first: answer this one like a replay
+            existing = await self.db.run(repo.find_request, request.request_id)
+            if existing is not None:
+                await self._replay(delivery, existing)
+
+
+async def accept(
+    conn: Connection, *, request: ClearRequest, subject: str, trace_id: str, traceparent: str | None,
+    reply_to: str | None, correlation_id: str | None, device_ids: list[str], owner: str | None,
+    lease: float, fleet_id: str | None = None,
+) -> bool:
+    """Persist an accepted request with its `clear.accepted`, `authorized` events and audit record."""
+    accepted = await repo.accept_request(
+        conn, request_id=request.request_id, branch_id=request.branch_id, period=request.period,
+        mode=request.mode, invoice_types=list(request.invoice_types), subject=subject,
+        trace_id=trace_id, traceparent=traceparent, reply_to=reply_to, correlation_id=correlation_id,
+        device_ids=device_ids, owner=owner, lease=lease, fleet_id=fleet_id)
+    if not accepted:
+        return False
+    rid = request.request_id
+    messages = [
+        outbox.audit(service=SERVICE, subject=subject, action="clear.accepted", record_id=f"accepted:{rid}",
+                     trace_id=trace_id, request_id=rid, branch_id=request.branch_id, outcome="accepted",
+                     detail={"devices": device_ids, "period": request.period, "mode": request.mode,
+                             **({"fleet_id": fleet_id} if fleet_id else {})}),
+        *outbox.event(ClearAccepted(request_id=rid, trace_id=trace_id, devices=device_ids),
+                      message_id=f"event:clear.accepted:{rid}"),
+    ]
+    for device_id in device_ids:
+        messages += outbox.event(ClearProgress(
+            request_id=rid, trace_id=trace_id, device_id=device_id, step=Step.AUTHORIZED,
+            percent=step_percent(Step.AUTHORIZED)), message_id=f"event:progress:{rid}:{device_id}:authorized")
+    await outbox.stage(conn, rid, messages)
+    return True
 
 
 def decode_event_name(event_json: str) -> str:

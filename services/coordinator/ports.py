@@ -12,6 +12,7 @@ from typing import TypeVar
 import trio
 from pydantic import BaseModel
 
+from shared.bus.api import BusError
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
@@ -23,6 +24,7 @@ R = TypeVar("R", bound=BaseModel)
 class RetryPolicy:
     attempts: int = 3
     first_delay: float = 0.5
+    max_delay: float = 10.0
     factor: float = 2.0
     retryable: frozenset[ErrorCode] = frozenset(
         {ErrorCode.DEVICE_BUSY, ErrorCode.AUTHORITY_UNAVAILABLE, ErrorCode.TIMEOUT}
@@ -49,12 +51,14 @@ class Ports:
                     return await self.rpc.call(COMMANDS, routing_key, request, reply)
             except trio.TooSlowError:
                 error = ClearCardError(timeout_code, f"No answer to {routing_key} within {deadline:g} s.")
+            except BusError as exc:  # the broker dropped us: the command may not have left
+                error = ClearCardError(ErrorCode.TIMEOUT, f"The broker did not take {routing_key}: {exc}")
             except ClearCardError as exc:
                 error = exc
             if error.code not in self.retry.retryable or attempt == self.retry.attempts:
                 raise error
             await trio.sleep(delay)
-            delay *= self.retry.factor
+            delay = min(delay * self.retry.factor, self.retry.max_delay)
         raise AssertionError("unreachable")
 
     async def gateway(self, gateway_id: str, op: str, request: BaseModel, reply: type[R]) -> R:

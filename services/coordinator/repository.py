@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-LEASE_SECONDS = 60
+LEASE_SECONDS = 15.0  # default; the runner passes CoordinatorConfig.lease_seconds
 _CLAIM_LOCK = 0x434C4D31  # one claimer at a time, so one device never runs two clears at once
 
 
@@ -40,6 +40,8 @@ class Work:
     family: str
     taxpayer_id: str
     machine_no: int
+    cancelled: bool = False
+    writeback_started: bool = False
 
 
 async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
@@ -69,27 +71,40 @@ async def record_finished_answer(
 async def accept_request(
     conn: asyncpg.Connection, *, request_id: str, branch_id: str, period: str, mode: str,
     invoice_types: list[str], subject: str, trace_id: str, traceparent: str | None,
-    reply_to: str | None, correlation_id: str | None, device_ids: list[str], owner: str,
+    reply_to: str | None, correlation_id: str | None, device_ids: list[str], owner: str | None,
+    lease: float = LEASE_SECONDS, fleet_id: str | None = None,
 ) -> bool:
     """Persist an accepted request and its devices, leased to `owner`; False if the id exists."""
     row = await conn.fetchrow(
         "INSERT INTO clear_requests (request_id, branch_id, period, mode, invoice_types, subject,"
-        " trace_id, traceparent, reply_to, correlation_id)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (request_id) DO NOTHING RETURNING 1",
+        " trace_id, traceparent, reply_to, correlation_id, fleet_id)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (request_id) DO NOTHING RETURNING 1",
         request_id, branch_id, period, mode, invoice_types, subject, trace_id, traceparent,
-        reply_to, correlation_id)
+        reply_to, correlation_id, fleet_id)
     if row is None:
         return False
+    if owner is not None:
+        # one clear per device at a time: a device with another open clear waits unleased
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+        busy = {r["device_id"] for r in await conn.fetch(
+            "SELECT DISTINCT device_id FROM device_clears WHERE device_id = ANY($1) AND outcome IS NULL",
+            device_ids)}
+        await conn.executemany(
+            "INSERT INTO device_clears (request_id, device_id, step) VALUES ($1, $2, 'authorized')",
+            [(request_id, d) for d in device_ids if d in busy])
+        device_ids = [d for d in device_ids if d not in busy]
     await conn.executemany(
         "INSERT INTO device_clears (request_id, device_id, step, lease_owner, lease_until)"
-        f" VALUES ($1, $2, 'authorized', $3, now() + interval '{LEASE_SECONDS} seconds')",
-        [(request_id, d, owner) for d in device_ids])
+        " VALUES ($1, $2, 'authorized', $3,"
+        " CASE WHEN $3::text IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END)",
+        [(request_id, d, owner, lease) for d in device_ids])
     return True
 
 
 _WORK_COLUMNS = (
     "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
-    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no"
+    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no, r.cancelled,"
+    " d.writeback_started"
 )
 
 
@@ -108,7 +123,8 @@ async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> 
     return [_work(r) for r in rows]
 
 
-async def claim_work(conn: asyncpg.Connection, owner: str, limit: int) -> list[Work]:
+async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
+                     lease: float = LEASE_SECONDS) -> list[Work]:
     """Take unleased or expired device clears, at most one per device across all requests."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
     rows = await conn.fetch(
@@ -125,30 +141,64 @@ async def claim_work(conn: asyncpg.Connection, owner: str, limit: int) -> list[W
             LIMIT $2
         ), claimed AS (
             UPDATE device_clears d
-            SET lease_owner = $1, lease_until = now() + interval '{LEASE_SECONDS} seconds'
+            SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
             FROM candidates c
             WHERE d.request_id = c.request_id AND d.device_id = c.device_id
             RETURNING d.*
         )
         SELECT {_WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
         JOIN devices v ON v.device_id = d.device_id
-        """, owner, limit)
+        """, owner, limit, float(lease))
     return [_work(r) for r in rows]
 
 
-async def renew_leases(conn: asyncpg.Connection, owner: str) -> None:
+async def renew_leases(conn: asyncpg.Connection, owner: str, keys: list[tuple[str, str]],
+                       lease: float = LEASE_SECONDS) -> None:
+    """Extend the leases of the device clears this process is driving right now (heartbeat)."""
+    if not keys:
+        return
     await conn.execute(
-        f"UPDATE device_clears SET lease_until = now() + interval '{LEASE_SECONDS} seconds'"
-        " WHERE lease_owner = $1 AND outcome IS NULL", owner)
+        "UPDATE device_clears d SET lease_until = now() + make_interval(secs => $4)"
+        " FROM unnest($2::text[], $3::text[]) AS k(request_id, device_id)"
+        " WHERE d.request_id = k.request_id AND d.device_id = k.device_id"
+        " AND d.lease_owner = $1 AND d.outcome IS NULL",
+        owner, [k[0] for k in keys], [k[1] for k in keys], float(lease))
 
 
 async def save_step(conn: asyncpg.Connection, work: Work, step: str, state: dict[str, Any],
-                    backup_id: str | None = None) -> None:
-    await conn.execute(
+                    backup_id: str | None = None, lease: float = LEASE_SECONDS) -> bool:
+    """Persist a finished step; returns whether the request has been cancelled meanwhile."""
+    cancelled = await conn.fetchval(
         "UPDATE device_clears SET step = $3, state = $4::jsonb, backup_id = COALESCE($5, backup_id),"
-        f" updated_at = now(), lease_until = now() + interval '{LEASE_SECONDS} seconds'"
-        " WHERE request_id = $1 AND device_id = $2",
-        work.request_id, work.device_id, step, json.dumps(state), backup_id)
+        " updated_at = now(), lease_until = now() + make_interval(secs => $6)"
+        " WHERE request_id = $1 AND device_id = $2"
+        " RETURNING (SELECT cancelled FROM clear_requests WHERE request_id = $1)",
+        work.request_id, work.device_id, step, json.dumps(state), backup_id, float(lease))
+    return bool(cancelled)
+
+
+async def begin_writeback(conn: asyncpg.Connection, work: Work) -> bool:
+    """Commit to the write-back unless the request was cancelled (serialized with cancel_request)."""
+    cancelled = await conn.fetchval(
+        "SELECT cancelled FROM clear_requests WHERE request_id = $1 FOR SHARE", work.request_id)
+    if cancelled:
+        return False
+    await conn.execute(
+        "UPDATE device_clears SET writeback_started = true WHERE request_id = $1 AND device_id = $2",
+        work.request_id, work.device_id)
+    return True
+
+
+async def cancel_request(conn: asyncpg.Connection, request_id: str) -> tuple[bool, list[str]]:
+    """Mark a running request cancelled; returns (was running, devices already writing back)."""
+    row = await conn.fetchrow(
+        "UPDATE clear_requests SET cancelled = true WHERE request_id = $1 AND status = 'running'"
+        " RETURNING request_id", request_id)
+    if row is None:
+        return False, []
+    started = await conn.fetch(
+        "SELECT device_id FROM device_clears WHERE request_id = $1 AND writeback_started", request_id)
+    return True, [r["device_id"] for r in started]
 
 
 async def finish_device(
@@ -156,11 +206,13 @@ async def finish_device(
     error_message: str | None,
 ) -> list[asyncpg.Record] | None:
     """Record a device's outcome; returns every device row if that completed the request."""
-    await conn.execute(
+    updated = await conn.fetchrow(
         "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
         " updated_at = now(), lease_owner = NULL, lease_until = NULL"
-        " WHERE request_id = $1 AND device_id = $2",
+        " WHERE request_id = $1 AND device_id = $2 AND outcome IS NULL RETURNING 1",
         work.request_id, work.device_id, outcome, error_code, error_message)
+    if updated is None:
+        return None  # already finished (a duplicate driver after a lease expiry)
     await conn.execute(
         "UPDATE devices SET last_result = $2 WHERE device_id = $1",
         work.device_id, error_code or outcome)

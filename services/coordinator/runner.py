@@ -1,12 +1,15 @@
 """Drives claimed device clears step by step, persisting each step before the next.
 
-Work is leased in PostgreSQL: a coordinator that dies leaves leases that expire, and any
-replica then resumes those devices at their last persisted step.
+Work is leased in PostgreSQL and the lease is renewed (heartbeat) only for the device clears
+this process is driving: a coordinator that dies leaves leases that expire within
+`lease_seconds`, and any replica resumes those devices at their last persisted step. A step's
+state, its `clear.progress` event and its audit record commit in one transaction (outbox).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -14,15 +17,18 @@ import structlog
 import trio
 from opentelemetry.trace import SpanKind
 
+from services.coordinator import outbox
 from services.coordinator import repository as repo
+from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
-from shared import audit, telemetry
-from shared.bus.api import Bus
+from shared import telemetry
+from shared.bus.api import Bus, BusError
 from shared.db import Database
+from shared.db.pool import DatabaseUnavailable
 from shared.errors import ClearCardError, ErrorCode
-from shared.events import publish_event
+from shared.events import OutgoingMessage
 from shared.messages.clear import (
     ClearFinished,
     ClearProgress,
@@ -36,21 +42,32 @@ from shared.messages.clear import (
 
 SERVICE = "coordinator"
 log = structlog.get_logger("clearcard.coordinator")
+# infrastructure trouble: the step is retried in place (it is idempotent), never a device failure
+_INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
 
 class Runner:
     """Runs device clears with bounded concurrency; one instance per coordinator process."""
 
-    def __init__(self, bus: Bus, db: Database, ports: Ports, *, max_in_flight: int = 1000,
-                 poll_interval: float = 1.0) -> None:
+    def __init__(self, bus: Bus, db: Database, ports: Ports, config: CoordinatorConfig | None = None,
+                 *, on_staged: Callable[[], None] = lambda: None) -> None:
         self.owner = f"coordinator-{uuid.uuid4().hex[:12]}"
+        self.config = config or CoordinatorConfig()
         self._bus = bus
         self._db = db
         self._ports = ports
-        self._slots = trio.CapacityLimiter(max_in_flight)
-        self._poll_interval = poll_interval
+        self._on_staged = on_staged
+        self._slots = trio.CapacityLimiter(self.config.max_in_flight)
+        self._gateways: dict[str, trio.CapacityLimiter] = {}
+        self._branches: dict[str, trio.CapacityLimiter] = {}
+        self._driving: set[tuple[str, str]] = set()
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Device clears this process holds right now."""
+        return len(self._driving)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and drive work until cancelled."""
@@ -59,54 +76,91 @@ class Runner:
             nursery.start_soon(self._renew_leases)
             task_status.started()
             while True:
-                free = int(self._slots.total_tokens - self._slots.borrowed_tokens)
+                free = self.config.max_in_flight - len(self._driving)
                 if free > 0:
-                    for work in await self._db.run(repo.claim_work, self.owner, free):
-                        nursery.start_soon(self.drive, work)
-                with trio.move_on_after(self._poll_interval):
+                    try:
+                        works = await self._db.run(repo.claim_work, self.owner, free, self.config.lease_seconds)
+                    except _INFRA as exc:
+                        log.warning("cannot claim work", error=repr(exc))
+                        works = []
+                    self.start(works)
+                with trio.move_on_after(self.config.poll_interval):
                     await self._wake.wait()
                 self._wake = trio.Event()
+
+    def poke(self) -> None:
+        """Look for claimable work now (a request was accepted without a lease)."""
+        self._wake.set()
 
     def start(self, works: list[repo.Work]) -> None:
         """Drive work this process has just leased (a freshly accepted request)."""
         assert self._nursery is not None, "runner not started"
         for work in works:
-            self._nursery.start_soon(self.drive, work)
+            key = (work.request_id, work.device_id)
+            if key not in self._driving:
+                self._driving.add(key)
+                self._nursery.start_soon(self.drive, work)
 
     async def _renew_leases(self) -> None:
         while True:
-            await trio.sleep(repo.LEASE_SECONDS / 4)
-            await self._db.run(repo.renew_leases, self.owner)
+            await trio.sleep(self.config.lease_seconds / 4)
+            try:
+                await self._db.run(repo.renew_leases, self.owner, sorted(self._driving),
+                                   self.config.lease_seconds)
+            except _INFRA as exc:
+                log.warning("cannot renew leases", error=repr(exc))
+
+    def _limiter(self, table: dict[str, trio.CapacityLimiter], key: str, size: int) -> trio.CapacityLimiter:
+        limiter = table.get(key)
+        if limiter is None:
+            limiter = table[key] = trio.CapacityLimiter(size)
+        return limiter
 
     async def drive(self, work: repo.Work) -> None:
         """Take one device from its persisted step to an outcome."""
-        async with self._slots:
-            parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
-            tracer = telemetry.tracer(SERVICE)
-            with tracer.start_as_current_span(
-                f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
-                attributes={"clearcard.request_id": work.request_id,
-                            "clearcard.device_id": work.device_id},
-            ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
-                                                       device_id=work.device_id):
-                await self._drive(work)
+        try:
+            async with (self._slots,
+                        self._limiter(self._gateways, work.gateway_id, self.config.per_gateway),
+                        self._limiter(self._branches, work.branch_id, self.config.per_branch)):
+                parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
+                with telemetry.tracer(SERVICE).start_as_current_span(
+                    f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
+                    attributes={"clearcard.request_id": work.request_id,
+                                "clearcard.device_id": work.device_id},
+                ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
+                                                           device_id=work.device_id):
+                    await self._drive(work)
+        finally:
+            self._driving.discard((work.request_id, work.device_id))
 
     async def _drive(self, work: repo.Work) -> None:
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
+        cancelled = work.cancelled
         try:
             while step is not None:
-                result = await STEP_EFFECTS[step](self._ports, work, state)
+                if step is Step.WRITTEN_BACK and not work.writeback_started:
+                    if not await self._retrying(self._db.run, repo.begin_writeback, work):
+                        await self._finish(work, Outcome.SKIPPED, None)
+                        return
+                elif cancelled and STEPS_BEFORE_WRITEBACK.get(step, False) and not work.writeback_started:
+                    await self._finish(work, Outcome.SKIPPED, None)
+                    return
+                try:
+                    result = await STEP_EFFECTS[step](self._ports, work, state)
+                except _INFRA as exc:
+                    log.warning("step interrupted by infrastructure; retrying", step=step.value, error=repr(exc))
+                    await trio.sleep(1.0)
+                    continue
                 state = result.state
-                await self._db.run(repo.save_step, work, step.value, state, result.backup_id)
-                await self._progress(work, step)
+                cancelled = await self._retrying(self._save, work, step, state, result.backup_id)
                 step = next_step(step)
         except DeviceAlreadyCleared:
             await self._finish(work, Outcome.ALREADY_CLEARED, None)
         except ClearCardError as exc:
             log.info("device clear failed", code=exc.code, message=exc.message)
             await self._finish(work, Outcome.FAILED, Error.of(exc.code, exc.message), step)
-        except (trio.Cancelled, asyncpg.PostgresConnectionError, OSError):
+        except trio.Cancelled:
             raise  # the lease expires and a coordinator resumes at the persisted step
         except Exception as exc:
             log.exception("device clear crashed", error=repr(exc))
@@ -114,47 +168,78 @@ class Runner:
         else:
             await self._finish(work, Outcome.CLEARED, None)
 
-    async def _progress(self, work: repo.Work, step: Step) -> None:
-        await publish_event(self._bus, ClearProgress(
-            request_id=work.request_id, trace_id=work.trace_id, device_id=work.device_id,
-            step=step, percent=step_percent(step)))
-        await audit.record(
-            self._bus, service=SERVICE, subject=work.subject, action=f"step.{step.value}",
-            record_id=f"step:{work.request_id}:{work.device_id}:{step.value}",
-            request_id=work.request_id, device_id=work.device_id, branch_id=work.branch_id,
-            outcome="done")
+    async def _retrying(self, fn: Any, *args: Any) -> Any:
+        """Run a database unit until the database answers (a restart is only a delay)."""
+        delay = 0.2
+        while True:
+            try:
+                return await fn(*args)
+            except _INFRA as exc:
+                log.warning("database unavailable; retrying", error=repr(exc))
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _save(self, work: repo.Work, step: Step, state: dict[str, Any], backup_id: str | None) -> bool:
+        messages = progress_messages(work, step)
+
+        async def unit(conn: asyncpg.Connection) -> bool:
+            cancelled = await repo.save_step(conn, work, step.value, state, backup_id, self.config.lease_seconds)
+            await outbox.stage(conn, work.request_id, messages)
+            return cancelled
+
+        cancelled: bool = await self._db.run(unit)
+        self._on_staged()
+        return cancelled
 
     async def _finish(self, work: repo.Work, outcome: Outcome, error: Error | None,
                       step: Step | None = None) -> None:
-        await audit.record(
-            self._bus, service=SERVICE, subject=work.subject, action="device.finished",
-            record_id=f"device:{work.request_id}:{work.device_id}",
+        device_audit = outbox.audit(
+            service=SERVICE, subject=work.subject, action="device.finished",
+            record_id=f"device:{work.request_id}:{work.device_id}", trace_id=work.trace_id,
             request_id=work.request_id, device_id=work.device_id, branch_id=work.branch_id,
             outcome=outcome.value, error_code=error.code if error else None,
-            detail={"failed_at": step.value} if error and step else {},
-        )
+            detail={"failed_at": step.value} if error and step else {})
 
-        async def unit(conn: asyncpg.Connection) -> tuple[ClearFinished, Any] | None:
-            rows = await repo.finish_device(conn, work, outcome.value,
-                                            error.code if error else None,
+        async def unit(conn: asyncpg.Connection) -> None:
+            rows = await repo.finish_device(conn, work, outcome.value, error.code if error else None,
                                             error.message if error else None)
             if rows is None:
-                return None
+                await outbox.stage(conn, work.request_id, [device_audit])
+                return
             event = finished_event(work.request_id, work.trace_id, rows)
             await repo.mark_finished(conn, work.request_id, event.model_dump(mode="json"))
             request = await repo.find_request(conn, work.request_id)
-            return event, request
+            assert request is not None
+            await outbox.stage(conn, work.request_id, [
+                device_audit,
+                outbox.audit(service=SERVICE, subject=work.subject, action="clear.finished",
+                             record_id=f"finished:{work.request_id}", trace_id=work.trace_id,
+                             request_id=work.request_id, branch_id=work.branch_id,
+                             outcome=event.status.value),
+                *outbox.event(event, message_id=f"event:clear.finished:{work.request_id}", reply_to=request["reply_to"],
+                              correlation_id=request["correlation_id"]),
+            ])
 
-        done = await self._db.run(unit)
-        if done is None:
-            return
-        event, request = done
-        await audit.record(
-            self._bus, service=SERVICE, subject=work.subject, action="clear.finished",
-            record_id=f"finished:{work.request_id}", request_id=work.request_id,
-            branch_id=work.branch_id, outcome=event.status.value)
-        await publish_event(self._bus, event, reply_to=request["reply_to"],
-                            correlation_id=request["correlation_id"])
+        await self._retrying(self._db.run, unit)
+        self._on_staged()
+        self.poke()  # a clear of the same device may be waiting for this one
+
+
+STEPS_BEFORE_WRITEBACK = {s: True for s in (Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
+                                            Step.REPORTED, Step.DECLARATION_CHECKED)}
+
+
+def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:
+    """A step's `clear.progress` event and audit record, with ids stable across resumptions."""
+    key = f"{work.request_id}:{work.device_id}:{step.value}"
+    return [
+        *outbox.event(ClearProgress(request_id=work.request_id, trace_id=work.trace_id,
+                                    device_id=work.device_id, step=step, percent=step_percent(step)),
+                      message_id=f"event:progress:{key}"),
+        outbox.audit(service=SERVICE, subject=work.subject, action=f"step.{step.value}",
+                     record_id=f"step:{key}", trace_id=work.trace_id, request_id=work.request_id,
+                     device_id=work.device_id, branch_id=work.branch_id, outcome="done"),
+    ]
 
 
 def finished_event(request_id: str, trace_id: str, rows: list[Any]) -> ClearFinished:

@@ -1,13 +1,21 @@
-"""The coordinator service: intake of authorized requests plus the device-clear runner."""
+"""The coordinator service: intake, fleet commands, the device-clear runner, and (on the elected
+leader) the outbox relay and the monthly scheduler."""
 
 from __future__ import annotations
 
 import trio
 
 from services.auth.tokens import KeyRing
+from services.coordinator.clock import clock_for
+from services.coordinator.commands import Commands
+from services.coordinator.config import CoordinatorConfig
 from services.coordinator.intake import Intake
-from services.coordinator.ports import Ports
+from services.coordinator.leader import lead
+from services.coordinator.outbox import Relay
+from services.coordinator.ports import Ports, RetryPolicy
 from services.coordinator.runner import Runner
+from services.coordinator.scheduler import Scheduler
+from services.coordinator.topology import COORDINATOR_COMMANDS
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
 from shared.bus.rpc import RpcClient
@@ -19,15 +27,34 @@ SERVICE = "coordinator"
 
 
 async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
+                          config: CoordinatorConfig | None = None,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve clear requests and drive device clears until cancelled."""
-    await bus.declare(topology_for(COORDINATOR_REQUESTS))
+    """Serve clear requests and fleet commands, and drive device clears until cancelled."""
+    config = config or CoordinatorConfig.from_env()
+    await bus.declare(topology_for(COORDINATOR_REQUESTS, COORDINATOR_COMMANDS))
+    relay = Relay(bus, db, poll=config.relay_poll)
     async with RpcClient.open(bus, SERVICE) as rpc, trio.open_nursery() as nursery:
-        ports = Ports(rpc)
-        runner = Runner(bus, db, ports)
+        ports = Ports(rpc, gateway_deadline=config.gateway_deadline,
+                      service_deadline=config.service_deadline,
+                      retry=RetryPolicy(attempts=config.retry_attempts))
+        runner = Runner(bus, db, ports, config, on_staged=relay.wake)
         await nursery.start(runner.run)
-        intake = Intake(bus, db, KeyRing(settings.keys_dir), ports, runner)
+        keys = KeyRing(settings.keys_dir)
+        intake = Intake(bus, db, keys, ports, runner, on_staged=relay.wake)
+        commands = Commands(db, keys, runner, clock_for(settings), on_staged=relay.wake)
+        scheduler = Scheduler(db, runner, clock_for(settings), config, on_staged=relay.wake)
+
+        async def duties() -> None:
+            async with trio.open_nursery() as leader:
+                leader.start_soon(relay.run)
+                if config.scheduler:
+                    leader.start_soon(scheduler.run)
+
+        await nursery.start(lambda task_status: lead(db.dsn, duties, task_status=task_status))
         await nursery.start(lambda task_status: bus.consume(
             COORDINATOR_REQUESTS.name, traced(SERVICE, COORDINATOR_REQUESTS.name, intake.handle),
             prefetch=32, task_status=task_status))
+        await nursery.start(lambda task_status: bus.consume(
+            COORDINATOR_COMMANDS.name, traced(SERVICE, COORDINATOR_COMMANDS.name, commands.handle),
+            prefetch=8, task_status=task_status))
         task_status.started()

@@ -7,8 +7,8 @@ and on RabbitMQ alike.
 from __future__ import annotations
 
 import math
-import zlib
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any

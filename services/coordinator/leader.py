@@ -1,0 +1,60 @@
+"""Leader election among coordinator replicas with a PostgreSQL session advisory lock.
+
+The lock lives on a dedicated connection: if the leader dies (even SIGKILL) PostgreSQL sees
+the socket close and releases it, and another replica takes over within `poll` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+import trio
+import trio_asyncio
+
+log = structlog.get_logger("clearcard.coordinator.leader")
+LEADER_LOCK = 0x434C4C44  # 'CLLD'
+
+
+async def lead(dsn: str, duties: Callable[[], Awaitable[None]], *, poll: float = 0.5,
+               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run `duties` whenever this replica holds the leader lock; runs until cancelled."""
+    task_status.started()
+    while True:
+        try:
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("leader election cannot reach PostgreSQL", error=str(exc))
+            await trio.sleep(poll)
+            continue
+        try:
+            while True:  # polling: PostgreSQL has no notification for a released advisory lock
+                if await trio_asyncio.aio_as_trio(conn.fetchval)("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                    break
+                await trio.sleep(poll)
+            log.info("this coordinator leads (scheduler, outbox relay)")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch, conn, nursery.cancel_scope, poll)
+                await duties()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("lost the leader lock's connection", error=str(exc))
+        finally:
+            with (trio.CancelScope(shield=True), trio.move_on_after(2),
+                  contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                await trio_asyncio.aio_as_trio(conn.close)()
+        await trio.sleep(poll)
+
+
+async def _watch(conn: asyncpg.Connection, scope: trio.CancelScope, poll: float) -> None:
+    """Step down when the lock's connection fails (the lock is then gone)."""
+    while True:
+        await trio.sleep(poll * 2)
+        try:
+            with trio.fail_after(max(5.0, poll * 4)):
+                await trio_asyncio.aio_as_trio(conn.fetchval)("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, trio.TooSlowError) as exc:
+            log.warning("leader connection failed; stepping down", error=repr(exc))
+            scope.cancel()
+            return

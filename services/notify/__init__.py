@@ -1,0 +1,1 @@
+"""Notifications to the people responsible for a branch (email and webhooks)."""

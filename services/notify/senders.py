@@ -1,0 +1,54 @@
+"""Email (SMTP) and webhook delivery; blocking stdlib clients run in worker threads."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import urllib.request
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import trio
+
+
+class SendFailed(Exception):
+    """The SMTP server or webhook did not take the notification (it is retried on redelivery)."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    sender: str = "clearcard@localhost"
+    timeout: float = 10.0
+
+
+def _send_mail(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = config.sender, to, subject
+    message.set_content(text)
+    with smtplib.SMTP(config.host, config.port, timeout=config.timeout) as smtp:
+        smtp.send_message(message)
+
+
+def _post(url: str, payload: dict[str, Any], timeout: float) -> None:
+    request = urllib.request.Request(url, data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                                     headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if response.status >= 300:
+            raise SendFailed(f"webhook answered {response.status}")
+
+
+async def send_email(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+    try:
+        await trio.to_thread.run_sync(_send_mail, config, to, subject, text)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise SendFailed(f"SMTP {config.host}:{config.port}: {exc}") from exc
+
+
+async def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    try:
+        await trio.to_thread.run_sync(_post, url, payload, 10.0)  # a thread cannot be cancelled: bound it here
+    except OSError as exc:  # URLError and HTTPError are OSErrors
+        raise SendFailed(f"webhook {url}: {exc}") from exc
