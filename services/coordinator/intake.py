@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
-from services.auth.decide import authorize
+from services.auth.decide import authorize, subject_of
+from services.auth.revocation import RevocationList
 from services.auth.tokens import KeyRing, Principal
 from services.coordinator import outbox
 from services.coordinator import repository as repo
@@ -50,14 +51,17 @@ class Intake:
     ports: Ports
     runner: Runner
     on_staged: Callable[[], None] = lambda: None
+    revocations: RevocationList = field(default_factory=RevocationList)
 
     async def handle(self, delivery: Delivery) -> None:
         """Handle one `clear.authorized` message (a DecodeError dead-letters it)."""
         request = decode(ClearRequest, delivery.body)
         try:
-            principal = authorize(self.keys, delivery.headers, request)  # nothing trusts the network
+            # nothing trusts the network: the token is checked again, revocations included
+            await self.revocations.refresh(self.db)
+            principal = authorize(self.keys, delivery.headers, request, revoked=self.revocations)
         except ClearCardError as exc:
-            await self._answer(delivery, request, "anonymous", ClearRejected(
+            await self._answer(delivery, request, subject_of(self.keys, delivery.headers), ClearRejected(
                 request_id=request.request_id, trace_id=telemetry.current_trace_id(),
                 error=Error.of(exc.code, exc.message)))
             return

@@ -133,3 +133,18 @@ async def test_internal_message_without_service_identity_is_dead_lettered(system
     assert system.bus.depth(COORDINATOR_REQUESTS.dead_letter_queue) == 1
     assert not await system.db.fetch("SELECT 1 FROM clear_requests WHERE request_id = $1", request_id)
     assert system.devices() == before
+
+
+async def test_revoked_token_straight_to_the_coordinator_is_refused(system: System) -> None:
+    """The coordinator reads revocations itself: skipping auth with a revoked token gets nowhere."""
+    token = system.keys.issue("ops-2", Role.OPERATOR, [BRANCH])
+    await revoke(system.db, system.keys, token, DirectAudit(system.db), actor="admin-1", reason="left")
+    before = system.devices()
+    request_id = f"sec-{uuid.uuid4().hex[:10]}"
+    insider = identified(system.bus, "insider", system.settings)
+    final = await system.send(COMMANDS, CLEAR_AUTHORIZED, body(request_id), request_id,
+                              {"authorization": f"Bearer {token}"}, via=insider)
+    assert final["error"]["code"] == "AUTH_INVALID" and "revoked" in final["error"]["message"]
+    [record] = await system.audit_of(request_id, "clear.rejected")
+    assert record["service"] == "coordinator" and record["subject"] == "ops-2"
+    assert system.devices() == before
