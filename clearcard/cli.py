@@ -56,6 +56,14 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@app.callback()
+def _everywhere() -> None:
+    """Logs go to stderr for every command: stdout carries only the command's data."""
+    from shared import logs
+
+    logs.configure(level=os.environ.get("CLEARCARD_LOG_LEVEL", "WARNING"))
+
+
 @app.command()
 def demo() -> None:
     """Run every service in this process on a sample fleet and clear it, with live progress."""
@@ -378,12 +386,13 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, notify, user
+    from clearcard.commands import audit_review, backup_admin, fleet, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
+    app.add_typer(fleet.app, name="fleet")
 
 
 _register_subcommands()
