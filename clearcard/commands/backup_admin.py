@@ -146,7 +146,7 @@ def take_command(
     """Back up registered devices' open periods now, through the backup service; exit 1 if any failed."""
     import trio
 
-    from clearcard.runtime import infrastructure, run_async, start_services
+    from clearcard.runtime import identified, infrastructure, run_async, start_services
     from services.backup.schedule import BackupsScheduled, ScheduleBackups
     from shared.bus.rpc import RpcClient
     from shared.bus.topology import COMMANDS
@@ -164,7 +164,8 @@ def take_command(
         async with infrastructure(settings) as (bus, db), trio.open_nursery() as nursery:
             if settings.embedded_bus:  # nothing else can hear an in-process bus: run what is needed here
                 await start_services(nursery, ["gateway", "backup"], bus, db, settings)
-            async with RpcClient.open(bus, "cli") as rpc:
+            # the backup service answers only signed internal commands: the CLI signs as "cli"
+            async with RpcClient.open(identified(bus, "cli", settings), "cli") as rpc:
                 with trio.fail_after(timeout):
                     done = await rpc.call(COMMANDS, "backup.schedule", msg, BackupsScheduled)
             nursery.cancel_scope.cancel()

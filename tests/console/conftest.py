@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from clearcard.runtime import ALL, start_services
+from clearcard.runtime import ALL, identified, start_services
 from services.auth.roles import Role
 from services.auth.tokens import KeyRing
 from services.console.service import serve_console
@@ -49,7 +49,9 @@ async def _run(settings: Settings, database: Database, services: tuple[str, ...]
     bus = MemoryBus()
     async with trio.open_nursery() as nursery:
         await start_services(nursery, services, bus, database, settings)
-        base_url = await nursery.start(partial(serve_console, bus, database, settings))
+        # the console signs and checks internal messages like every service (clearcard.runtime)
+        base_url = await nursery.start(partial(serve_console, identified(bus, "console", settings), database,
+                                               settings))
         yield Console(base_url, bus, database, settings, KeyRing(settings.keys_dir))
         nursery.cancel_scope.cancel()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from clearcard.runtime import identified
 from services.auth.roles import Role
 from shared.bus.api import Delivery
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS
@@ -18,7 +19,9 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 async def _publish(console: Console, event: dict[str, Any]) -> None:
     body = {"at": "2026-11-03T01:00:00Z", "trace_id": TRACE, **event}
-    await console.bus.publish(EVENTS, body["event"], json.dumps(body).encode(), message_id=f"{event['event']}-x")
+    # stands in for the coordinator, which signs what it publishes
+    coordinator = identified(console.bus, "coordinator", console.settings)
+    await coordinator.publish(EVENTS, body["event"], json.dumps(body).encode(), message_id=f"{event['event']}-x")
 
 
 async def _answer_previews(console: Console, seen: list[Delivery], *,
