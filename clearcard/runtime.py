@@ -20,6 +20,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.db.embedded import embedded_postgres
 from shared.db.migrate import migrate
+from shared.db.pool import pool_max_from_env
 
 
 class ServiceEntry(Protocol):
@@ -55,7 +56,7 @@ async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> 
     """The bus and database for this process; needs to run inside `trio_asyncio.open_loop()`."""
     with ExitStack() as stack:
         dsn = settings.database_url or stack.enter_context(embedded_postgres(settings.data_dir))
-        async with Database.open(dsn) as db:
+        async with Database.open(dsn, max_size=pool_max_from_env()) as db:
             if run_migrations:
                 await migrate(db)
             if settings.amqp_url is None:

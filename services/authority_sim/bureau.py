@@ -38,7 +38,7 @@ def _invalid(message: str) -> ClearCardError:
 
 async def _fault(db: Database, op: str) -> None:
     """Fail this call if a fault was injected for it (committed on its own, before the op)."""
-    code = await db.run(store.take_fault, op)
+    code = await db.call(store.take_fault, op)
     if code is not None:
         raise ClearCardError(ErrorCode(code), f"simulated bureau fault on {op}")
 

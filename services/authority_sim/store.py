@@ -61,16 +61,17 @@ async def set_declaration(conn: asyncpg.Connection, device_id: str, declared: bo
 
 
 async def take_fault(conn: asyncpg.Connection, op: str) -> str | None:
-    """Use up one injected fault for `op` (a specific one before '*'); its error code, or None."""
-    row = await conn.fetchrow(
-        "SELECT op, code FROM authority_faults WHERE op IN ($1, '*') AND remaining > 0 "
-        "ORDER BY op = $1 DESC LIMIT 1 FOR UPDATE",
+    """Use up one injected fault for `op` (a specific one before '*'); its error code, or None.
+
+    One statement, so it needs no transaction block of its own (`Database.call`).
+    """
+    code = await conn.fetchval(
+        "UPDATE authority_faults SET remaining = remaining - 1"
+        " WHERE remaining > 0 AND op = (SELECT op FROM authority_faults WHERE op IN ($1, '*')"
+        " AND remaining > 0 ORDER BY op = $1 DESC LIMIT 1 FOR UPDATE) RETURNING code",
         op,
     )
-    if row is None:
-        return None
-    await conn.execute("UPDATE authority_faults SET remaining = remaining - 1 WHERE op = $1", row["op"])
-    return str(row["code"])
+    return None if code is None else str(code)
 
 
 async def put_faults(conn: asyncpg.Connection, op: str, count: int, code: str) -> None:

@@ -154,14 +154,24 @@ async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
 
 async def renew_leases(conn: asyncpg.Connection, owner: str, keys: list[tuple[str, str]],
                        lease: float = LEASE_SECONDS) -> None:
-    """Extend the leases of the device clears this process is driving right now (heartbeat)."""
+    """Extend the leases of the device clears this process is driving right now (heartbeat).
+
+    Rows another transaction holds are skipped, not waited for: waiting here (many rows, in no
+    particular order) closed deadlock cycles with `begin_writeback` (request row shared, then
+    a device row) and `finish_device` (a device row, then the request row). A skipped row is
+    being saved or finished right now, which extends or ends its lease anyway, and the next
+    heartbeat (lease/4 later) renews it otherwise.
+    """
     if not keys:
         return
     await conn.execute(
         "UPDATE device_clears d SET lease_until = now() + make_interval(secs => $4)"
-        " FROM unnest($2::text[], $3::text[]) AS k(request_id, device_id)"
-        " WHERE d.request_id = k.request_id AND d.device_id = k.device_id"
-        " AND d.lease_owner = $1 AND d.outcome IS NULL",
+        " FROM (SELECT c.request_id, c.device_id FROM device_clears c"
+        "       JOIN unnest($2::text[], $3::text[]) AS k(request_id, device_id)"
+        "         ON c.request_id = k.request_id AND c.device_id = k.device_id"
+        "       WHERE c.lease_owner = $1 AND c.outcome IS NULL"
+        "       FOR UPDATE OF c SKIP LOCKED) AS free"
+        " WHERE d.request_id = free.request_id AND d.device_id = free.device_id",
         owner, [k[0] for k in keys], [k[1] for k in keys], float(lease))
 
 

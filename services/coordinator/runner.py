@@ -43,7 +43,9 @@ from shared.messages.clear import (
 SERVICE = "coordinator"
 log = structlog.get_logger("clearcard.coordinator")
 # infrastructure trouble: the step is retried in place (it is idempotent), never a device failure
-_INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+# (a deadlock victim's transaction rolled back whole: running it again is safe)
+_INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
+          asyncpg.DeadlockDetectedError)
 
 
 class Runner:

@@ -7,11 +7,13 @@ connection, and a unit of work crosses once: `await db.run(fn, *args)`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
+import trio
 import trio_asyncio
 
 T = TypeVar("T")
@@ -22,6 +24,41 @@ Connection = asyncpg.Connection
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or refused the connection."""
+
+
+DEFAULT_POOL_MAX = 20
+POOL_MAX_ENV = "CLEARCARD_DB_POOL_MAX"
+
+
+def pool_max_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """CLEARCARD_DB_POOL_MAX, or the default: the pool size for a process's services.
+
+    Every service of a process shares this pool. A PostgreSQL beside the services on a small
+    machine commits fastest with a few connections per core; more connections only queue on
+    its locks and cores (docs/performance.md). Raise it for a remote, larger database server.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(POOL_MAX_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POOL_MAX
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ValueError(f"{POOL_MAX_ENV} must be a whole number, got {raw!r}") from None
+    if size < 1:
+        raise ValueError(f"{POOL_MAX_ENV} must be at least 1, got {size}")
+    return size
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Returning a connection to the pool: nothing beyond asyncpg's own rollback of an open transaction.
+
+    asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    one more round trip per unit of work. Pool connections never hold session state here:
+    units are transactions (advisory locks are transaction-scoped), and session locks and
+    LISTEN use dedicated connections (leader election, backup scheduler).
+    """
+    del conn  # nothing to undo
 
 
 class Database:
@@ -37,7 +74,7 @@ class Database:
         """Open a pool; needs a running trio-asyncio loop (`trio_asyncio.open_loop()`)."""
         try:
             pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+                dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -58,7 +95,32 @@ class Database:
             async with self._pool.acquire() as conn, conn.transaction():
                 return await fn(conn, *args, **kwargs)
 
-        return await trio_asyncio.aio_as_trio(unit)()
+        # A unit of work is never cut in half by cancellation: a query cancelled mid-flight could
+        # hand its connection back to the pool with an operation still in progress (asyncpg's
+        # "another operation is in progress"). The unit finishes (bounded by command_timeout), and
+        # the cancellation is delivered right after it.
+        with trio.CancelScope(shield=True):
+            result = await trio_asyncio.aio_as_trio(unit)()
+        return result
+
+    async def call(
+        self,
+        fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `fn(conn, ...)` outside a transaction block: for a unit of one statement.
+
+        Saves the BEGIN and COMMIT round trips of `run`; a single statement is atomic anyway.
+        """
+
+        async def unit() -> T:
+            async with self._pool.acquire() as conn:
+                return await fn(conn, *args, **kwargs)
+
+        with trio.CancelScope(shield=True):  # as in `run`: never hand back a busy connection
+            result = await trio_asyncio.aio_as_trio(unit)()
+        return result
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """One read outside a transaction block."""
