@@ -14,6 +14,8 @@ import structlog
 import trio
 import trio_asyncio
 
+from shared.bus.api import BusError
+
 log = structlog.get_logger("clearcard.coordinator.leader")
 LEADER_LOCK = 0x434C4C44  # 'CLLD'
 
@@ -38,8 +40,10 @@ async def lead(dsn: str, duties: Callable[[], Awaitable[None]], *, poll: float =
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, conn, nursery.cancel_scope, poll)
                 await duties()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("lost the leader lock's connection", error=str(exc))
+        except* (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BusError) as group:
+            # the duties' nursery reports failures as a group: database or broker trouble means
+            # stepping down and standing again, never the whole coordinator dying
+            log.warning("lost the leader lock's connection", error=str(group.exceptions[0]))
         finally:
             with (trio.CancelScope(shield=True), trio.move_on_after(2),
                   contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):

@@ -22,6 +22,7 @@ from shared.audit import AUDIT_RECORD
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import COMMANDS
 from shared.db import Database
+from shared.db.pool import INFRASTRUCTURE_ERRORS
 from shared.events import OutgoingMessage, event_messages
 from shared.messages.audit import AuditRecord
 from shared.messages.clear import Event
@@ -71,6 +72,8 @@ async def backlog(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 
 
+_PASSING_TROUBLE: tuple[type[Exception], ...] = (BusError, *INFRASTRUCTURE_ERRORS)
+
 class Relay:
     """Publishes the outbox; run by the elected leader only, so one relay orders every key."""
 
@@ -92,8 +95,8 @@ class Relay:
             self._wake = trio.Event()
             try:
                 sent = await self.publish_batch()
-            except BusError as exc:
-                log.info("outbox relay waiting for the broker", error=str(exc))
+            except _PASSING_TROUBLE as exc:
+                log.info("outbox relay waiting for the broker or database", error=str(exc))
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue

@@ -43,16 +43,18 @@ class Ports:
     retry: RetryPolicy = DEFAULT_RETRY
 
     async def _call(self, routing_key: str, request: BaseModel, reply: type[R], deadline: float,
-                    timeout_code: ErrorCode) -> R:
+                    timeout_code: ErrorCode, party: str) -> R:
         delay = self.retry.first_delay
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 with trio.fail_after(deadline):
                     return await self.rpc.call(COMMANDS, routing_key, request, reply)
             except trio.TooSlowError:
-                error = ClearCardError(timeout_code, f"No answer to {routing_key} within {deadline:g} s.")
-            except BusError as exc:  # the broker dropped us: the command may not have left
-                error = ClearCardError(ErrorCode.TIMEOUT, f"The broker did not take {routing_key}: {exc}")
+                error = ClearCardError(timeout_code, f"{party} did not answer within {deadline:g} s "
+                                                     f"({self.retry.attempts} tries).")
+            except BusError:  # the broker dropped us: the command may not have left
+                error = ClearCardError(ErrorCode.TIMEOUT, f"The message broker was unreachable while "
+                                                          f"asking {party.lower()}.")
             except ClearCardError as exc:
                 error = exc
             if error.code not in self.retry.retryable or attempt == self.retry.attempts:
@@ -64,13 +66,13 @@ class Ports:
     async def gateway(self, gateway_id: str, op: str, request: BaseModel, reply: type[R]) -> R:
         """A device command through the gateway that owns the device."""
         return await self._call(gateway_routing_key(gateway_id, op), request, reply,
-                                self.gateway_deadline, ErrorCode.TIMEOUT)
+                                self.gateway_deadline, ErrorCode.TIMEOUT, "The device gateway")
 
     async def authority(self, op: str, request: BaseModel, reply: type[R]) -> R:
         """A bureau command; no answer in time means the bureau is unavailable."""
         return await self._call(f"authority.{op}", request, reply, self.service_deadline,
-                                ErrorCode.AUTHORITY_UNAVAILABLE)
+                                ErrorCode.AUTHORITY_UNAVAILABLE, "The tax bureau")
 
     async def backup(self, op: str, request: BaseModel, reply: type[R]) -> R:
         return await self._call(f"backup.{op}", request, reply, self.backup_deadline,
-                                ErrorCode.TIMEOUT)
+                                ErrorCode.TIMEOUT, "The backup service")

@@ -45,7 +45,9 @@ log = structlog.get_logger("clearcard.coordinator")
 # infrastructure trouble: the step is retried in place (it is idempotent), never a device failure
 # (a deadlock victim's transaction rolled back whole: running it again is safe)
 _INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-          asyncpg.DeadlockDetectedError)
+          asyncpg.DeadlockDetectedError,
+          asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now: a restarting server
+          asyncpg.InsufficientResourcesError)  # too many connections
 
 
 class Runner:

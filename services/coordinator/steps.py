@@ -119,16 +119,31 @@ async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepRes
     remaining = remaining_after_writeback(info, work.period, tuple(state["types"]))
     if not remaining:  # applied before a crash: never write back twice
         return StepResult({**state, "written_back": state["types"]})
-    challenge = await ports.gateway(work.gateway_id, "challenge",
-                                    DeviceCommand(device_id=work.device_id), Challenge)
-    package = await ports.authority("writeback_package", PackageRequest(
-        device_id=work.device_id, taxpayer_id=work.taxpayer_id, machine_no=work.machine_no,
-        family=work.family, period=work.period, invoice_types=list(remaining),
-        challenge=challenge.challenge), PackageReply)
-    reply = await ports.gateway(work.gateway_id, "writeback", WritebackCommand(
-        device_id=work.device_id, package=package.package, request_id=work.request_id), WritebackReply)
-    return StepResult({**state, "written_back": sorted(reply.applied + reply.already),
-                       "package_id": package.package.package_id})
+    for attempt in (1, 2):
+        challenge = await ports.gateway(work.gateway_id, "challenge",
+                                        DeviceCommand(device_id=work.device_id), Challenge)
+        package = await ports.authority("writeback_package", PackageRequest(
+            device_id=work.device_id, taxpayer_id=work.taxpayer_id, machine_no=work.machine_no,
+            family=work.family, period=work.period, invoice_types=list(remaining),
+            challenge=challenge.challenge), PackageReply)
+        try:
+            reply = await ports.gateway(work.gateway_id, "writeback", WritebackCommand(
+                device_id=work.device_id, package=package.package, request_id=work.request_id), WritebackReply)
+        except ClearCardError as exc:
+            # A gateway that died after answering `challenge` but before its ack is handed the
+            # command again on restart and issues a new challenge. The device checks the challenge
+            # before applying anything, so one fresh challenge and package is safe; a second
+            # mismatch is someone else using the device, and the clear stops.
+            if attempt == 1 and exc.code == ErrorCode.WRITEBACK_REJECTED and _challenge_mismatch(exc):
+                continue
+            raise
+        return StepResult({**state, "written_back": sorted(reply.applied + reply.already),
+                           "package_id": package.package.package_id})
+    raise AssertionError("unreachable")
+
+
+def _challenge_mismatch(exc: ClearCardError) -> bool:
+    return "challenge" in exc.message.lower()
 
 
 async def verify(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:

@@ -8,6 +8,7 @@ waits on input that could not be read.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ import structlog
 import trio
 from pydantic import BaseModel
 
-from shared.bus.api import Bus, Delivery, Handler
+from shared.bus.api import Bus, BusError, Delivery, Handler
 from shared.bus.middleware import traced
 from shared.bus.topology import DEFAULT
+from shared.db.pool import INFRASTRUCTURE_ERRORS
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.clear import Error
 from shared.messages.codec import DecodeError, decode, encode
@@ -109,10 +111,50 @@ class Operation:
     run: Callable[[Any], Awaitable[BaseModel]]
 
 
+_PASSING_TROUBLE: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, BusError)
+
+# How many answered commands a server remembers, to answer a redelivery without running it again.
+ANSWERED_MEMORY = 4096
+
+
 def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
-    """A handler answering commands whose routing key ends in an operation name."""
+    """A handler answering commands whose routing key ends in an operation name.
+
+    A command redelivered after its answer left (the server's connection dropped before its ack
+    reached the broker) gets the same answer again instead of running twice: running `challenge`
+    twice would replace the challenge the caller's package is bound to. Every call has a fresh
+    message id, so a caller's own retry is never mistaken for a redelivery.
+    """
+    answered: OrderedDict[str, Reply] = OrderedDict()
+    running: dict[str, trio.Event] = {}
 
     async def handle(delivery: Delivery) -> None:
+        key = delivery.message_id
+        while key and key in running:
+            await running[key].wait()
+        reply = answered.get(key) if key else None
+        if reply is None:
+            if key:
+                running[key] = trio.Event()
+            try:
+                reply = await _answer(delivery)
+                if key:
+                    answered[key] = reply
+                    if len(answered) > ANSWERED_MEMORY:
+                        answered.popitem(last=False)
+            finally:
+                if key:
+                    running.pop(key).set()
+        if delivery.reply_to:
+            await bus.publish(
+                DEFAULT,
+                delivery.reply_to,
+                encode(reply),
+                correlation_id=delivery.correlation_id,
+                message_id=uuid.uuid4().hex,
+            )
+
+    async def _answer(delivery: Delivery) -> Reply:
         op_name = delivery.routing_key.rsplit(".", 1)[-1]
         op = operations.get(op_name)
         try:
@@ -128,16 +170,13 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
             reply = Reply(ok=False, error=Error.of(exc.code, exc.message))
         except trio.Cancelled:
             raise
+        except _PASSING_TROUBLE as exc:  # the database or broker is away for a moment: the caller retries
+            log.warning("command failed on infrastructure", op=op_name, error=repr(exc))
+            reply = Reply(ok=False, error=Error.of(
+                ErrorCode.TIMEOUT, "The service could not reach its database or broker; it will be retried."))
         except Exception as exc:  # a bug must answer the caller, not leave it waiting
             log.exception("command failed", op=op_name, error=repr(exc))
             reply = Reply(ok=False, error=Error.of(ErrorCode.INTERNAL))
-        if delivery.reply_to:
-            await bus.publish(
-                DEFAULT,
-                delivery.reply_to,
-                encode(reply),
-                correlation_id=delivery.correlation_id,
-                message_id=uuid.uuid4().hex,
-            )
+        return reply
 
     return handle

@@ -26,6 +26,18 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or refused the connection."""
 
 
+# Errors that mean "the database is not there right now" (restart, cut link, full), not a bug:
+# callers treat them as transient and try again.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
 DEFAULT_POOL_MAX = 20
 POOL_MAX_ENV = "CLEARCARD_DB_POOL_MAX"
 
