@@ -143,7 +143,7 @@ async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepRes
 
 
 def _challenge_mismatch(exc: ClearCardError) -> bool:
-    return "challenge" in exc.message.lower()
+    return "challenge mismatch" in exc.message.lower()
 
 
 async def verify(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
