@@ -218,56 +218,46 @@ def emulator_show(device: str, as_json: JsonOpt = False) -> None:
         out.print_json(data=state)
 
 
+def _emulator_action(device: str, action: str, done: str) -> None:
+    """Run one of device_gateway.emulator.admin's marker actions and say what happened."""
+    from device_gateway.emulator import admin
+    from shared.errors import ClearCardError
+
+    actions = {
+        "plug": lambda s: admin.plug(s, device),
+        "unplug": lambda s: admin.unplug(s, device),
+        "hold": lambda s: admin.hold(s, device, True),
+        "release": lambda s: admin.hold(s, device, False),
+    }
+    try:
+        actions[action](_settings())
+    except ClearCardError as exc:
+        raise _fail(f"{device}: {exc.message}") from None
+    err.print(f"{device} {done}")
+
+
 @emulator_app.command("plug")
 def emulator_plug(device: str) -> None:
     """Connect an emulated device (the running gateway finds it again)."""
-    from device_gateway.emulator.admin import plug
-    from shared.errors import ClearCardError
-
-    try:
-        plug(_settings(), device)
-    except ClearCardError as exc:
-        raise _fail(f"{device}: {exc.message}") from None
-    err.print(f"{device} plugged in")
+    _emulator_action(device, "plug", "plugged in")
 
 
 @emulator_app.command("unplug")
 def emulator_unplug(device: str) -> None:
     """Disconnect an emulated device while the gateway runs."""
-    from device_gateway.emulator.admin import unplug
-    from shared.errors import ClearCardError
-
-    try:
-        unplug(_settings(), device)
-    except ClearCardError as exc:
-        raise _fail(f"{device}: {exc.message}") from None
-    err.print(f"{device} unplugged")
+    _emulator_action(device, "unplug", "unplugged")
 
 
 @emulator_app.command("hold")
 def emulator_hold(device: str) -> None:
     """Let another program (the invoicing software) hold the device: commands get DEVICE_BUSY."""
-    from device_gateway.emulator.admin import hold
-    from shared.errors import ClearCardError
-
-    try:
-        hold(_settings(), device, True)
-    except ClearCardError as exc:
-        raise _fail(f"{device}: {exc.message}") from None
-    err.print(f"{device} held by another program")
+    _emulator_action(device, "hold", "held by another program")
 
 
 @emulator_app.command("release")
 def emulator_release(device: str) -> None:
     """Release a device held by `emulator hold`."""
-    from device_gateway.emulator.admin import hold
-    from shared.errors import ClearCardError
-
-    try:
-        hold(_settings(), device, False)
-    except ClearCardError as exc:
-        raise _fail(f"{device}: {exc.message}") from None
-    err.print(f"{device} released")
+    _emulator_action(device, "release", "released")
 
 
 @audit_app.command("export")
