@@ -227,6 +227,9 @@ async def open_nursery() -> AsyncIterator[trio.Nursery]:
         raise
 
 
+HANDSHAKE_TIMEOUT = 10.0
+
+
 @asynccontextmanager
 async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link]:
     """Connect; on exit close the connection (bounded) and end its I/O tasks."""
@@ -246,7 +249,13 @@ async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link
 
         link.connection = TrioConnection(parameters, opened.resolve, on_open_error, on_close, nursery=io)
         try:
-            await opened.wait()
+            try:
+                # a broker (or proxy) that accepts the TCP connection but never finishes the AMQP
+                # handshake must not hang the reconnect loop forever
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await opened.wait()
+            except trio.TooSlowError:
+                raise BusError(f"RabbitMQ did not complete the handshake within {HANDSHAKE_TIMEOUT:g} s") from None
             yield link
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
