@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,10 +11,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console import routes_admin, routes_clears, routes_fleet, routes_ops
+from services.console import routes_admin, routes_clears, routes_fleet, routes_login, routes_ops
 from services.console.context import ConsoleContext
+from services.console.spec import ConsoleError, request_locale
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
+from shared.i18n import translated_message
 
 STATIC = resources.files("services.console") / "static"
 
@@ -32,22 +35,27 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+def error_body(code: str, message: str, **extra: Any) -> dict[str, dict[str, Any]]:
     """Errors look the same over HTTP as in events: {"error": {"code", "message"}}."""
-    return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
 
 
 async def _clearcard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClearCardError)
-    headers = {"www-authenticate": "Bearer"} if HTTP_STATUS.get(exc.code) == 401 else None
-    return JSONResponse(error_body(exc.code.value, exc.message), status_code=HTTP_STATUS.get(exc.code, 409),
-                        headers=headers)
+    status, extra, message = HTTP_STATUS.get(exc.code, 409), {}, exc.message
+    if isinstance(exc, ConsoleError):
+        status, extra = exc.status or status, exc.extra
+    if not getattr(exc, "localized", False):
+        message = translated_message(exc.code, exc.message, request_locale(request))
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.code.value, message, **extra), status_code=status, headers=headers)
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-    return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, problems), status_code=422)
+    message = translated_message(ErrorCode.INVALID_REQUEST, problems, request_locale(request))
+    return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, message), status_code=422)
 
 
 class CountRequests:
@@ -92,7 +100,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_fleet, routes_clears, routes_admin):
+    for module in (routes_ops, routes_login, routes_fleet, routes_clears, routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -1,9 +1,7 @@
-"""Login and tokens, the audit log, backups and emulated devices: the rest of what the CLI does."""
+"""Tokens, the audit log, backups and emulated devices: the rest of what the CLI does."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +9,7 @@ from typing import Any
 
 import trio
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.audit.service import export, search, verify_chain
@@ -19,45 +17,10 @@ from services.auth.roles import Role
 from services.auth.tokens import DEFAULT_TTL, MAX_TTL, Principal
 from services.backup.service import list_backups, restore_backup, verify_backup
 from services.console.context import ConsoleContext, context
-from services.console.security import Can, branch_filter, capabilities, check_branch, require
+from services.console.security import Can, branch_filter, check_branch, require
 from shared.errors import ClearCardError, ErrorCode
 
 router = APIRouter(prefix="/api", tags=["administration"])
-
-
-class Login(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
-    totp: str = Field(min_length=6, max_length=10, description="the current one-time code")
-
-
-def _token_of(result: Any) -> str:
-    """`users.login` may return the token, a mapping holding it, or an object with a `token`."""
-    if isinstance(result, str):
-        return result
-    if isinstance(result, dict):
-        return str(result.get("token") or result.get("access_token"))
-    return str(result.token)
-
-
-@router.post("/login", summary="Password + TOTP login; returns a bearer token",
-             responses={501: {"description": "password login is not available in this installation"}})
-async def login(body: Login, ctx: ConsoleContext = Depends(context)) -> Any:
-    try:
-        users = importlib.import_module("services.auth.users")
-    except ImportError:
-        users = None
-    login_fn = getattr(users, "login", None)
-    if login_fn is None:
-        return JSONResponse({"error": {"code": "NOT_IMPLEMENTED", "message": "Password login is not available; "
-                                       "sign in with a token from `clearcard token issue`."}}, status_code=501)
-    result = login_fn(ctx.db, ctx.keys, body.username, body.password, body.totp)
-    if inspect.isawaitable(result):
-        result = await result
-    token = _token_of(result)
-    who = ctx.keys.verify(token)
-    return {"token": token, "subject": who.subject, "role": who.role.value, "branches": list(who.branches),
-            "expires_at": who.expires_at, "can": capabilities(who.role)}
 
 
 class TokenRequest(BaseModel):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from typing import Any
 
 import httpx
@@ -97,30 +95,6 @@ async def test_tokens_and_roles_are_enforced(console: Console) -> None:
         assert me.json()["role"] == "viewer" and me.json()["branches"] == [BRANCH]
         bad = await http.post("/api/clears", json={"branch_id": BRANCH, "period": "2026-13"})
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_REQUEST"
-
-
-async def test_login_without_password_support_is_501(console: Console, monkeypatch: Any) -> None:
-    monkeypatch.setitem(sys.modules, "services.auth.users", None)  # import raises ImportError
-    async with console.client(role=None) as http:
-        answer = await http.post("/api/login", json={"username": "li", "password": "pw", "totp": "123456"})
-        assert answer.status_code == 501
-
-
-async def test_login_calls_the_auth_users_module(console: Console, monkeypatch: Any) -> None:
-    seen: list[tuple[str, str, str]] = []
-
-    async def login(db: Any, keys: KeyRing, username: str, password: str, totp: str) -> str:
-        seen.append((username, password, totp))
-        return keys.issue(username, Role.OPERATOR, [BRANCH])
-
-    monkeypatch.setitem(sys.modules, "services.auth.users", types.SimpleNamespace(login=login))
-    async with console.client(role=None) as http:
-        answer = await http.post("/api/login", json={"username": "li", "password": "pw", "totp": "123456"})
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["role"] == "operator" and seen == [("li", "pw", "123456")]
-        status = await http.get("/api/status", headers={"authorization": f"Bearer {body['token']}"})
-        assert status.status_code == 200
 
 
 async def _events(http: httpx.AsyncClient, request_id: str) -> list[dict[str, Any]]:
