@@ -29,8 +29,25 @@ async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
             "expires_at": who.expires_at, "can": capabilities(who.role)}
 
 
-@router.get("/status", summary="Every device by branch, with the lock-date countdown (as `clearcard status`)")
-async def status(
+@router.get("/status", summary="Every device with its lock-date countdown: what `clearcard status --json` gives "
+            "(contract §6), with the same filters as /api/fleet")
+async def status_list(
+    branch: str | None = Query(None, description="only this branch"),
+    family: str | None = Query(None, description="ukey, golden_tax_disk or tax_control_disk"),
+    status: str | None = Query(None, description="a type status (needs_report, reported, cleared) "
+                               "or a risk colour (red, amber, green, unknown)"),
+    days: int | None = Query(None, description="only devices with at most this many days left"),
+    ctx: ConsoleContext = Depends(context),
+    who: Principal = Depends(require(Can.STATUS)),
+) -> list[dict[str, Any]]:
+    grouped = await _fleet(ctx, who, branch, family, status, days)
+    rows: list[dict[str, Any]] = grouped["devices"]
+    return rows
+
+
+@router.get("/fleet", summary="Every device by branch, with the lock-date countdown and digital-invoice "
+            "confirmations beside them")
+async def fleet_by_branch(
     branch: str | None = Query(None, description="only this branch"),
     family: str | None = Query(None, description="ukey, golden_tax_disk or tax_control_disk"),
     status: str | None = Query(None, description="a type status (needs_report, reported, cleared) "
@@ -39,6 +56,11 @@ async def status(
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> dict[str, Any]:
+    return await _fleet(ctx, who, branch, family, status, days)
+
+
+async def _fleet(ctx: ConsoleContext, who: Principal, branch: str | None, family: str | None, status: str | None,
+                 days: int | None) -> dict[str, Any]:
     visible = branch_filter(who)
     if branch is not None:
         check_branch(who, branch)

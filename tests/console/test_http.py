@@ -110,7 +110,8 @@ async def _events(http: httpx.AsyncClient, request_id: str) -> list[dict[str, An
 
 async def test_manual_clear_over_http_with_live_events_timeline_and_metrics(system: Console) -> None:
     async with system.client(Role.OPERATOR, (BRANCH,)) as http:
-        fleet = (await http.get("/api/status")).json()
+        assert {d["device_id"] for d in (await http.get("/api/status")).json()} == {"661500000001", "539900000004"}
+        fleet = (await http.get("/api/fleet")).json()
         assert [b["branch_id"] for b in fleet["branches"]] == [BRANCH]
         assert {d["device_id"] for d in fleet["devices"]} == {"661500000001", "539900000004"}
         assert all(d["lock_date"] and d["risk"] in {"red", "amber", "green"} for d in fleet["devices"])
@@ -167,7 +168,7 @@ async def test_digital_invoice_confirmation_beside_devices(system: Console) -> N
         month = published.json()[0]
         assert month["status"] == "pending" and month["blue_count"] > 0 and month["deadline"] == "2026-11-15"
     async with system.client(Role.VIEWER, (BRANCH,)) as http:
-        branch = (await http.get("/api/status")).json()["branches"][0]
+        branch = (await http.get("/api/fleet")).json()["branches"][0]
         assert [c["taxpayer_id"] for c in branch["digital"]] == [taxpayer]
         assert (await http.post(f"/api/digital/{taxpayer}/{PERIOD}/confirm")).status_code == 403
     async with system.client(Role.OPERATOR, (BRANCH,)) as http:
