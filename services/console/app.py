@@ -11,7 +11,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console import routes_admin, routes_clears, routes_fleet, routes_login, routes_month, routes_ops
+from services.console import (
+    routes_admin,
+    routes_clears,
+    routes_fleet,
+    routes_login,
+    routes_month,
+    routes_ops,
+    routes_reports,
+)
 from services.console.context import ConsoleContext
 from services.console.spec import ConsoleError, request_locale
 from shared import metrics
@@ -100,7 +108,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_login, routes_fleet, routes_month, routes_clears, routes_admin):
+    for module in (routes_ops, routes_login, routes_fleet, routes_month, routes_reports, routes_clears,
+                   routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -22,8 +22,12 @@ CHART_BRANCHES = 6  # branches drawn on their own in the chart; the rest are sum
 MAX_WINDOW_DAYS = 62
 AT_RISK = frozenset({"red", "amber"})
 
-# Each device's state for the period: cleared by the device's own word (it moved past the period,
-# or every type of it is cleared), else what its latest clear of the period says.
+# A device is cleared for period $1 by its own word: it moved past the period, or every invoice
+# type it holds is cleared (the coordinator's machine decides `already_cleared` the same way).
+CLEARED_FOR_PERIOD = """(d.open_period > $1 OR (d.open_period = $1 AND d.type_status <> '{}'::jsonb
+    AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(d.type_status) t WHERE t.value <> '2')))"""
+
+# Each device's state for the period: cleared (above), else what its latest clear of the period says.
 _DEVICE_STATES = """
 WITH latest AS (
     SELECT DISTINCT ON (dc.device_id) dc.device_id, dc.outcome, dc.error_code
@@ -32,9 +36,7 @@ WITH latest AS (
     ORDER BY dc.device_id, dc.updated_at DESC
 )
 SELECT d.branch_id, d.lock_date,
-       CASE WHEN d.open_period > $1
-                 OR (d.open_period = $1 AND d.type_status <> '{}'::jsonb AND NOT EXISTS (
-                     SELECT 1 FROM jsonb_each_text(d.type_status) t WHERE t.value <> '2')) THEN 'cleared'
+       CASE WHEN """ + CLEARED_FOR_PERIOD + """ THEN 'cleared'
             WHEN l.device_id IS NOT NULL AND l.outcome IS NULL THEN 'running'
             WHEN l.outcome = 'failed' THEN 'failing'
             ELSE 'remaining' END AS state,
