@@ -15,6 +15,7 @@ from services.console import (
     routes_admin,
     routes_clears,
     routes_fleet,
+    routes_fleet_clears,
     routes_login,
     routes_month,
     routes_ops,
@@ -108,8 +109,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_login, routes_fleet, routes_month, routes_reports, routes_clears,
-                   routes_admin):
+    for module in (routes_ops, routes_login, routes_fleet, routes_month, routes_reports, routes_fleet_clears,
+                   routes_clears, routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
