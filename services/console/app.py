@@ -16,6 +16,7 @@ from services.console import (
     routes_clears,
     routes_fleet,
     routes_fleet_clears,
+    routes_i18n,
     routes_login,
     routes_month,
     routes_ops,
@@ -109,7 +110,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_login, routes_fleet, routes_month, routes_reports, routes_fleet_clears,
+    for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports, routes_fleet_clears,
                    routes_clears, routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

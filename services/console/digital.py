@@ -119,6 +119,12 @@ def _plain(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def with_countdown(rows: list[dict[str, Any]], today: date) -> list[dict[str, Any]]:
-    """Each row with `days_left` to its deadline (pending rows only; confirmed ones need nothing)."""
-    return [{**r, "days_left": (date.fromisoformat(r["deadline"]) - today).days if r["status"] == "pending"
-             else None} for r in rows]
+    """Each row with `days_left` to its deadline (pending rows only; confirmed ones need nothing) and its
+    risk colour."""
+    from services.console.fleet import risk
+
+    out = []
+    for r in rows:
+        days = (date.fromisoformat(r["deadline"]) - today).days if r["status"] == "pending" else None
+        out.append({**r, "days_left": days, "risk": risk(days) if days is not None else "green"})
+    return out

@@ -78,7 +78,7 @@ class BranchMonth:
         return {"branch_id": self.branch_id, "devices": self.devices, "cleared": self.cleared,
                 "remaining": self.remaining, "running": self.running, "failing": self.failing,
                 "not_started": self.not_started, "at_risk": self.at_risk, "min_days_left": self.min_days_left,
-                "risk": dict(self.risk)}
+                "min_days_risk": risk(self.min_days_left) if self.remaining else "green", "risk": dict(self.risk)}
 
 
 def previous_period(day: date) -> str:

@@ -53,14 +53,15 @@ async def fleet_by_branch(
     status: str | None = Query(None, description="a type status (needs_report, reported, cleared) "
                                "or a risk colour (red, amber, green, unknown)"),
     days: int | None = Query(None, description="only devices with at most this many days left"),
+    limit: int = Query(2000, ge=1, le=20_000, description="devices at most (`truncated` says when more matched)"),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> dict[str, Any]:
-    return await _fleet(ctx, who, branch, family, status, days)
+    return await _fleet(ctx, who, branch, family, status, days, limit)
 
 
 async def _fleet(ctx: ConsoleContext, who: Principal, branch: str | None, family: str | None, status: str | None,
-                 days: int | None) -> dict[str, Any]:
+                 days: int | None, limit: int | None = None) -> dict[str, Any]:
     visible = branch_filter(who)
     if branch is not None:
         check_branch(who, branch)
@@ -71,8 +72,12 @@ async def _fleet(ctx: ConsoleContext, who: Principal, branch: str | None, family
     confirmations = digital.with_countdown(await ctx.db.run(digital.list_confirmations, branch), as_of)
     if visible is not None:
         confirmations = [c for c in confirmations if c["branch_id"] in visible]
+    matched = len(rows)
+    if limit is not None:
+        rows = rows[:limit]  # a browser is sent a page, never a whole large fleet
     return {"today": as_of.isoformat(), "red_days": fleet.RED_DAYS, "amber_days": fleet.AMBER_DAYS,
-            "branches": fleet.by_branch(rows, confirmations), "devices": rows}
+            "branches": fleet.by_branch(rows, confirmations), "devices": rows, "matched": matched,
+            "truncated": matched > len(rows)}
 
 
 async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> dict[str, Any]:

@@ -32,7 +32,8 @@ class MonthCounts(BaseModel):
     failing: int = Field(description="remaining devices whose latest clear of the period failed")
     not_started: int
     at_risk: int = Field(description="remaining devices whose lock date is near (risk red or amber)")
-    min_days_left: int | None
+    min_days_left: int | None = Field(description="fewest days to the lock date among the remaining devices")
+    min_days_risk: str = Field(description="the risk colour of min_days_left")
     risk: Risk = Field(description="remaining devices by risk colour")
 
 

@@ -6,6 +6,7 @@ fails on any). Python marks ids with `N_(...)` or `gettext(...)`; the web consol
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from shared.i18n import LOCALES, catalogue
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("clearcard", "services/console", "shared/i18n")
 KEYWORDS = {"N_": None, "gettext": None, "t": None}
+HTML = ROOT / "services/console/static/index.html"
+_HTML_IDS = re.compile(r'data-i18n(?:-placeholder|-title)?="([^"]+)"')
+# Babel's JavaScript lexer misses calls nested in template literals inside template literals
+_JS_IDS = re.compile(r'\b(?:t|N_)\("((?:[^"\\]|\\.)+)"')
 
 
 def used_ids() -> dict[str, str]:
@@ -24,10 +29,16 @@ def used_ids() -> dict[str, str]:
     found: dict[str, str] = {text: "shared/errors.py" for text in PLAIN_WORDS.values()}
     for folder in SOURCES:
         method_map = [("**.py", "python"), ("**/static/**.js", "javascript")]
+        options = {"**/static/**.js": {"parse_template_string": True}}
         for filename, lineno, message, _, _ in extract_from_dir(ROOT / folder, method_map=method_map,
-                                                                keywords=KEYWORDS):
+                                                                options_map=options, keywords=KEYWORDS):
             if isinstance(message, str) and message:
                 found.setdefault(message, f"{folder}/{filename}:{lineno}")
+    for script in sorted(HTML.parent.glob("*.js")):
+        for text in _JS_IDS.findall(script.read_text(encoding="utf-8")):
+            found.setdefault(text, f"services/console/static/{script.name}")
+    for text in _HTML_IDS.findall(HTML.read_text(encoding="utf-8")):
+        found.setdefault(text.replace("&amp;", "&"), "services/console/static/index.html")
     return found
 
 
