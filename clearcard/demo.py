@@ -53,6 +53,36 @@ def sample_fleet(clock: datetime, period: str) -> str:
     return "".join(parts)
 
 
+# More branches for the console (`clearcard demo --console`): a month worth looking at, with a
+# return not yet filed and a comparison that fails beside devices that clear.
+CONSOLE_BRANCHES = (
+    ("demo-shanghai", "91310115MA1K4A2B3A", (("661500000011", "ukey", {}), ("499000000012", "golden_tax_disk", {}),
+                                            ("539900000013", "tax_control_disk", {"comparison": "fail"}))),
+    ("demo-beijing", "91110105MA01C3D4ED", (("661500000021", "ukey", {"declared": False}),
+                                           ("661500000022", "ukey", {}), ("499000000023", "golden_tax_disk", {}))),
+)
+
+
+def console_fleet(clock: datetime, period: str, latency_ms: int = 40) -> str:
+    """The sample fleet plus two more branches, some of whose devices cannot be cleared yet."""
+    parts = [sample_fleet(clock, period).replace("latency_ms = 40", f"latency_ms = {latency_ms}")]
+    for branch, taxpayer, devices in CONSOLE_BRANCHES:
+        for n, (device_id, family, extra) in enumerate(devices):
+            lines = [f'\n[[device]]\nid = "{device_id}"\nfamily = "{family}"\ntaxpayer_id = "{taxpayer}"',
+                     f'branch = "{branch}"\nmachine_no = {n}\npin = "88888888"\npin_tries_left = 5',
+                     f'period = "{period}"\ninvoice_types = ["004", "007"]\ninvoices_per_type = 12',
+                     f"latency_ms = {latency_ms}",
+                     f"declared = {str(extra.get('declared', True)).lower()}",
+                     f'comparison = "{extra.get("comparison", "pass")}"']
+            parts.append("\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def console_device_ids() -> list[str]:
+    """Every device of `console_fleet`."""
+    return [*SAMPLE_DEVICE_IDS, *(d for _, _, devices in CONSOLE_BRANCHES for d, _, _ in devices)]
+
+
 def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
     table = Table(title=f"clear {request_id}", expand=False)
     table.add_column("device")

@@ -26,6 +26,15 @@ async def today(conn: asyncpg.Connection) -> date:
     return now.astimezone(CHINA).date()
 
 
+async def clock_offset(conn: asyncpg.Connection) -> timedelta:
+    """How far the emulated fleet clock runs from real time (zero without one): what shifts a
+    recorded moment onto the fleet's calendar."""
+    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
+    if row is not None and row["fleet_clock"]:
+        return datetime.fromisoformat(row["fleet_clock"]) - row["started_at"]
+    return timedelta(0)
+
+
 def risk(days_left: int | None) -> str:
     """`red` (≤3 days to the lock date), `amber` (≤7), `green`, or `unknown`."""
     if days_left is None:

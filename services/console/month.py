@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from services.console.fleet import risk
+from services.console.fleet import clock_offset, risk
 
 CHART_BRANCHES = 6  # branches drawn on their own in the chart; the rest are summed as "other"
 MAX_WINDOW_DAYS = 62
@@ -48,7 +48,8 @@ GROUP BY 1, 2, 3, 4
 """
 
 _CLEARS_BY_DAY = """
-SELECT (dc.updated_at AT TIME ZONE 'Asia/Shanghai')::date AS day, r.branch_id, dc.outcome, count(*) AS n
+SELECT ((dc.updated_at + $3::interval) AT TIME ZONE 'Asia/Shanghai')::date AS day, r.branch_id, dc.outcome,
+       count(*) AS n
 FROM device_clears dc JOIN clear_requests r USING (request_id)
 WHERE r.period = $1 AND dc.outcome IN ('cleared', 'failed')
   AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
@@ -98,9 +99,12 @@ async def device_states(conn: asyncpg.Connection, period: str, branches: set[str
     return list(await conn.fetch(_DEVICE_STATES, period, sorted(branches) if branches is not None else None))
 
 
-async def clears_by_day(conn: asyncpg.Connection, period: str, branches: set[str] | None) -> list[asyncpg.Record]:
-    """(China-time day, branch, outcome, count) of device clears of the period that ended."""
-    return list(await conn.fetch(_CLEARS_BY_DAY, period, sorted(branches) if branches is not None else None))
+async def clears_by_day(conn: asyncpg.Connection, period: str, branches: set[str] | None,
+                        offset: timedelta = timedelta(0)) -> list[asyncpg.Record]:
+    """(China-time day on the fleet's calendar, branch, outcome, count) of device clears of the
+    period that ended; `offset` shifts recorded times onto an emulated fleet clock."""
+    return list(await conn.fetch(_CLEARS_BY_DAY, period, sorted(branches) if branches is not None else None,
+                                 offset))
 
 
 def fold_branches(groups: list[asyncpg.Record], today: date) -> tuple[dict[str, BranchMonth], dict[str, int]]:
@@ -190,7 +194,7 @@ async def month_at_a_glance(conn: asyncpg.Connection, period: str, today: date, 
                             *, order: str = "urgency", limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """The whole fleet's month (or that of `branches`): totals, the chart and a page of branches."""
     groups = await device_states(conn, period, branches)
-    clears = await clears_by_day(conn, period, branches)
+    clears = await clears_by_day(conn, period, branches, await clock_offset(conn))
     per_branch, reasons = fold_branches(groups, today)
     totals = BranchMonth("*")
     for b in per_branch.values():

@@ -87,8 +87,8 @@ DEVICE_COLUMNS = (N_("Branch"), N_("Device"), N_("Family"), N_("Taxpayer ID"), N
                   N_("Error code"), N_("Reason"), N_("Detail"), N_("Invoice types"), N_("Lock date"),
                   N_("Last attempt (China time)"), N_("Request"), N_("Backup"), N_("Backup taken (China time)"),
                   N_("Backup copies"))
-SUMMARY_COLUMNS = (N_("Branch"), N_("Devices"), N_("Cleared"), N_("Failed"), N_("In progress"), N_("Not started"),
-                   N_("Earliest lock date (uncleared)"), N_("Backups"), N_("Failure reasons"))
+SUMMARY_COLUMNS = (N_("Branch"), N_("Device count"), N_("Cleared"), N_("Failed"), N_("In progress"), N_("Not started"),
+                   N_("Earliest lock date (uncleared)"), N_("Backup count"), N_("Failure reasons"))
 
 
 @dataclass(frozen=True)

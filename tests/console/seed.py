@@ -31,6 +31,7 @@ class Expected:
     not_declared: int
     running: int
     not_started: int
+    real_minus_fleet: timedelta = timedelta(0)
 
 
 def device_id(i: int) -> str:
@@ -41,14 +42,20 @@ def branch_of(i: int, branches: int) -> str:
     return f"branch-{i % branches:04d}"
 
 
-def expected(devices: int) -> Expected:
+def expected(devices: int, shift: timedelta = timedelta(0)) -> Expected:
     states = [i % 10 for i in range(devices)]
     return Expected(devices, sum(s <= 5 for s in states), states.count(6), states.count(7), states.count(8),
-                    states.count(9))
+                    states.count(9), shift)
 
 
-async def _write(conn: asyncpg.Connection, devices: int, branches: int) -> None:
-    start = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # 09:00 China time on the 1st
+def attempt_at(i: int, real_minus_fleet: timedelta) -> datetime:
+    """When device i's clear was recorded: on window day i % 4 + 1 of the fleet clock, in real time."""
+    return datetime(2026, 11, 1, 1, 0, tzinfo=UTC) + timedelta(days=i % 4, minutes=i % 600) + real_minus_fleet
+
+
+async def _write(conn: asyncpg.Connection, devices: int, branches: int) -> timedelta:
+    # the fleet clock reads TODAY now: recorded (real) times are that far from the fleet's calendar
+    shift = datetime.now(UTC) - datetime.fromisoformat(TODAY)
     device_rows, clear_rows, backup_rows = [], [], []
     requests: dict[str, tuple[str, datetime]] = {}
     for i in range(devices):
@@ -60,8 +67,8 @@ async def _write(conn: asyncpg.Connection, devices: int, branches: int) -> None:
                             json.dumps(types), "2026-11" if cleared else PERIOD, lock, 5, True))
         if state == 9:
             continue
-        at = start + timedelta(days=i % 4, minutes=i % 600)
-        rid = f"seed-{branch}-{at.date().isoformat()}"
+        at = attempt_at(i, shift)
+        rid = f"seed-{branch}-{i % 4}"
         requests.setdefault(rid, (branch, at))
         outcome = {6: "failed", 7: "failed", 8: None}.get(state, "cleared")
         code = {6: "COMPARISON_FAILED", 7: "NOT_DECLARED"}.get(state)
@@ -84,9 +91,10 @@ async def _write(conn: asyncpg.Connection, devices: int, branches: int) -> None:
     await conn.copy_records_to_table("backups", records=backup_rows, columns=[
         "backup_id", "device_id", "taxpayer_id", "machine_no", "family", "period", "request_id", "taken_at",
         "size", "checksum", "key_id", "file_name", "locations"])
+    return shift
 
 
 async def seed_month(db: Database, devices: int, branches: int) -> Expected:
     """Write `devices` devices over `branches` branches and their month; returns the expected counts."""
-    await db.run(_write, devices, branches)
-    return expected(devices)
+    shift = await db.run(_write, devices, branches)
+    return expected(devices, shift)

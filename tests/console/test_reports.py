@@ -11,7 +11,8 @@ from openpyxl import load_workbook
 
 from services.auth.roles import Role
 from tests.console.conftest import Console
-from tests.console.seed import PERIOD, branch_of, device_id, seed_month
+from shared.china_time import format_china
+from tests.console.seed import PERIOD, attempt_at, branch_of, device_id, seed_month
 
 DEVICES = 6_000
 BRANCHES = 60
@@ -19,7 +20,7 @@ OUTCOME_OF_STATE = {**dict.fromkeys(range(6), "已清卡"), 6: "失败", 7: "失
 
 
 async def test_the_xlsx_report_holds_every_devices_outcome(console: Console) -> None:
-    await seed_month(console.db, DEVICES, BRANCHES)
+    seeded = await seed_month(console.db, DEVICES, BRANCHES)
     async with console.client(Role.VIEWER) as http:
         answer = await http.get(f"/api/reports/{PERIOD}", params={"format": "xlsx", "lang": "zh-CN"})
     assert answer.status_code == 200, answer.text
@@ -44,7 +45,8 @@ async def test_the_xlsx_report_holds_every_devices_outcome(console: Console) -> 
         assert row[5] == OUTCOME_OF_STATE[i % 10], (i, row)
     cleared = by_device[device_id(0)]
     assert cleared[13] == f"bk-{device_id(0)}" and cleared[15] == 2 and isinstance(cleared[10], datetime)
-    assert cleared[11].startswith("2026-11-01 09:")  # 01:00 UTC is 09:00 in China
+    # recorded times are shown as recorded, in China time
+    assert cleared[11] == format_china(attempt_at(0, seeded.real_minus_fleet), seconds=True)
     failed = by_device[device_id(7)]
     assert failed[6] == "NOT_DECLARED" and failed[7] == "该所属期的增值税纳税申报尚未完成。"
     assert Counter(r[5] for r in body)["失败"] == DEVICES // 5

@@ -191,7 +191,7 @@ async function loadDevice(deviceId) {
   const d = await api(`/api/devices/${deviceId}`);
   const m = d.monitoring;
   const monitoring = m.available ? `<table class="monitoring"><tbody>${MONITORING_FIELDS
-    .map(([k, label]) => `<tr><th>${esc(t(label))}</th><td data-field="${esc(k)}">${esc(m[k])}</td></tr>`).join("")}</tbody></table>`
+    .map(([k, label]) => `<tr><th>${esc(t(label))}</th><td data-field="${esc(k)}">${esc(k === "clock" ? chinaTime(m[k], true) : m[k])}</td></tr>`).join("")}</tbody></table>`
     : `<p>${esc(t("Monitoring data not available ({reason}).", { reason: m.reason }))}</p>`;
   box.innerHTML = `<h3>${esc(t("Device"))} <span class="mono">${esc(d.device_id)}</span> ${countdown(d.days_left, d.risk)}</h3>
     <p>${esc(familyWords(d.family))} · ${esc(t("Taxpayer ID"))} <span class="mono">${esc(d.taxpayer_id)}</span> ·

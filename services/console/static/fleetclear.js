@@ -18,7 +18,7 @@ function fleetPlanTable(plan) {
   const families = (f) => Object.entries(f).map(([k, n]) => `${esc(familyWords(k))} ${n}`).join(" · ");
   return `<p class="plan-summary" id="fc-summary">${esc(t("{devices} devices in {branches} branches: {requests} clear requests",
     { devices: plan.devices, branches: plan.branches, requests: plan.requests }))}</p>
-    <table id="fc-plan-table"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Period"))}</th><th>${esc(t("Devices"))}</th>
+    <table id="fc-plan-table"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Period"))}</th><th>${esc(t("Device count"))}</th>
     <th>${esc(t("Family"))}</th></tr></thead><tbody>${plan.groups.map((g) => `<tr><td>${esc(g.branch_id)}</td>
     <td>${esc(g.period)}</td><td>${g.devices}</td><td>${families(g.families)}</td></tr>`).join("")}</tbody></table>
     ${plan.truncated ? `<p>${esc(t("The first {n} requests are listed.", { n: plan.groups.length }))}</p>` : ""}`;
@@ -68,7 +68,7 @@ function renderFleetProgress(p) {
       { done, devices: c.devices, failed: c.failed + c.skipped, running: c.running }))}</p>
     ${steps ? `<p class="hint">${esc(t("Where the running devices are"))}: ${steps}</p>` : ""}
     ${p.failures.map((f) => `<p class="warning">${esc(f.code)}: ${esc(errorWords(f.code))} (${f.devices})</p>`).join("")}
-    <table id="fc-requests"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Period"))}</th><th>${esc(t("Devices"))}</th>
+    <table id="fc-requests"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Period"))}</th><th>${esc(t("Device count"))}</th>
       <th>${esc(t("Cleared"))}</th><th>${esc(t("Failed"))}</th><th>${esc(t("In progress"))}</th><th>${esc(t("Status"))}</th></tr></thead>
       <tbody>${p.rows.map((r) => `<tr data-request="${esc(r.request_id)}"><td>${esc(r.branch_id)}</td><td>${esc(r.period)}</td>
       <td>${r.devices}</td><td>${r.cleared + r.already_cleared}</td><td>${r.failed + r.skipped}</td><td>${r.running}</td>

@@ -14,7 +14,7 @@ function percent(part, whole) {
 
 function branchTable(page) {
   if (!page.rows.length) return `<p>${esc(t("No devices match."))}</p>`;
-  return `<table id="month-branch-table"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Devices"))}</th>
+  return `<table id="month-branch-table"><thead><tr><th>${esc(t("Branch"))}</th><th>${esc(t("Device count"))}</th>
     <th>${esc(t("Cleared"))}</th><th>${esc(t("Remaining"))}</th><th>${esc(t("Failing"))}</th><th>${esc(t("In progress"))}</th>
     <th>${esc(t("At risk"))}</th><th>${esc(t("Fewest days left"))}</th><th>${esc(t("Progress"))}</th></tr></thead><tbody>
     ${page.rows.map((b) => `<tr class="month-branch" data-branch="${esc(b.branch_id)}">
@@ -33,7 +33,7 @@ LOADERS.month = async function loadMonth() {
   $("month-period").value = m.period;
   $("month-title").textContent = t("period {period} · reporting window {start} to {end} · today {today}",
     { period: m.period, start: m.window.start, end: m.window.end, today: m.today });
-  $("month-tiles").innerHTML = tile("devices", N_("Devices"), c.devices)
+  $("month-tiles").innerHTML = tile("devices", N_("All devices"), c.devices)
     + tile("cleared", N_("Cleared"), c.cleared, `${percent(c.cleared, c.devices)}%`)
     + tile("remaining", N_("Remaining"), c.remaining, t("{n} in progress", { n: c.running }))
     + tile("failing", N_("Failing"), c.failing)
