@@ -65,16 +65,20 @@ def _everywhere() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    console: Annotated[bool, typer.Option("--console", help="Stay up with the web console (prints its URL and a "
+                                                           "login) until Ctrl-C.")] = False,
+) -> None:
     """Run every service in this process on a sample fleet and clear it, with live progress."""
     from clearcard.demo import run_demo
+    from clearcard.demo_console import run_console_demo
     from clearcard.runtime import run_async
     from shared import telemetry
 
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = run_async(lambda: run_demo(settings, out))
+        code = run_async(lambda: (run_console_demo if console else run_demo)(settings, out))
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)

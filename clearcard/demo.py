@@ -83,6 +83,20 @@ def console_device_ids() -> list[str]:
     return [*SAMPLE_DEVICE_IDS, *(d for _, _, devices in CONSOLE_BRANCHES for d, _, _ in devices)]
 
 
+def fresh_fleet(settings: Settings, fleet: str, device_ids: tuple[str, ...] | list[str]) -> Settings:
+    """Settings using `fleet` as the emulated fleet (unless CLEARCARD_FLEET names one): the sample
+    starts afresh every run, so its devices' saved state is dropped."""
+    if settings.fleet_file is not None:
+        return settings
+    fleet_file = settings.data_dir / "demo-fleet.toml"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fleet_file.write_text(fleet, encoding="utf-8")
+    for device_id in device_ids:
+        for stale in settings.emulator_dir.glob(f"{device_id}*"):
+            stale.unlink()
+    return replace(settings, fleet_file=fleet_file)
+
+
 def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
     table = Table(title=f"clear {request_id}", expand=False)
     table.add_column("device")
@@ -98,17 +112,8 @@ def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
 
 async def run_demo(settings: Settings, console: Console) -> int:
     """Run the demo; returns the exit code (0 when every device cleared)."""
-    fleet_file = settings.fleet_file
     clock, period = demo_clock()
-    if fleet_file is None:
-        # the sample fleet starts afresh every run: its devices' saved state is dropped
-        fleet_file = settings.data_dir / "demo-fleet.toml"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fleet_file.write_text(sample_fleet(clock, period), encoding="utf-8")
-        for device_id in SAMPLE_DEVICE_IDS:
-            for stale in settings.emulator_dir.glob(f"{device_id}*"):
-                stale.unlink()
-        settings = replace(settings, fleet_file=fleet_file)
+    settings = fresh_fleet(settings, sample_fleet(clock, period), SAMPLE_DEVICE_IDS)
     token = KeyRing(settings.keys_dir).issue("demo-operator", Role.OPERATOR, [DEMO_BRANCH], ttl=600)
     request = ClearRequest(request_id=new_request_id(), branch_id=DEMO_BRANCH, period=period, mode="auto")
     console.print(f"[bold]ClearCard demo[/bold]: branch {DEMO_BRANCH}, period {period}, "
