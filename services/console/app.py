@@ -5,10 +5,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.console import (
@@ -68,6 +70,25 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, message), status_code=422)
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's own refusals (a body that is not JSON, an unknown path) in the console's error shape
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        message = translated_message(ErrorCode.INVALID_REQUEST, f"The body could not be read: {exc.detail}",
+                                     request_locale(request))
+        return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, message), status_code=422)
+    code = ErrorCode.AUTH_REQUIRED if exc.status_code == 401 else ErrorCode.INVALID_REQUEST
+    return JSONResponse(error_body(code.value, str(exc.detail)), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _refused_by_database(request: Request, exc: Exception) -> JSONResponse:
+    # input PostgreSQL cannot store (a NUL character, an out-of-range value) is the caller's to fix
+    message = translated_message(ErrorCode.INVALID_REQUEST, f"The database refused a value: {exc}",
+                                 request_locale(request))
+    return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, message), status_code=422)
+
+
 class CountRequests:
     """ASGI middleware: `clearcard_http_requests` by route template, method and status."""
 
@@ -110,6 +131,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(asyncpg.DataError, _refused_by_database)
     for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports, routes_fleet_clears,
                    routes_clears, routes_admin):
         app.include_router(module.router)

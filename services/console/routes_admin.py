@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Query
@@ -18,15 +17,25 @@ from services.auth.tokens import DEFAULT_TTL, MAX_TTL, Principal
 from services.backup.service import list_backups, restore_backup, verify_backup
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, branch_filter, check_branch, require
+from services.console.spec import (
+    DEVICE_PATTERN,
+    ID_PATTERN,
+    NOT_FOUND,
+    TEXT_PATTERN,
+    IsoDateTime,
+    NotFound,
+    responses,
+)
+from shared.messages.base import BranchId
 from shared.errors import ClearCardError, ErrorCode
 
-router = APIRouter(prefix="/api", tags=["administration"])
+router = APIRouter(prefix="/api", tags=["administration"], responses=responses())
 
 
 class TokenRequest(BaseModel):
-    subject: str = Field(min_length=1, max_length=128)
+    subject: str = Field(min_length=1, max_length=128, pattern=TEXT_PATTERN)
     role: Role
-    branches: list[str] = Field(min_length=1, max_length=1000)
+    branches: list[BranchId | Literal["*"]] = Field(min_length=1, max_length=1000)
     ttl: int = Field(DEFAULT_TTL, ge=1, le=MAX_TTL)
 
 
@@ -40,8 +49,10 @@ async def issue_token(body: TokenRequest, ctx: ConsoleContext = Depends(context)
 
 @router.get("/audit", summary="Search the audit log (oldest first)")
 async def audit_search(
-    request_id: str | None = None, device_id: str | None = None, branch_id: str | None = None,
-    subject: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    request_id: str | None = Query(None, pattern=ID_PATTERN), device_id: str | None = Query(None, pattern=DEVICE_PATTERN),
+    branch_id: str | None = Query(None, pattern=ID_PATTERN),
+    subject: str | None = Query(None, max_length=128, pattern=TEXT_PATTERN),
+    since: IsoDateTime | None = None, until: IsoDateTime | None = None,
     limit: int = Query(500, ge=1, le=10_000),
     ctx: ConsoleContext = Depends(context), who: Principal = Depends(require(Can.AUDIT)),
 ) -> list[dict[str, Any]]:
@@ -50,8 +61,9 @@ async def audit_search(
 
 
 @router.get("/audit/export", summary="The audit log as JSON Lines, oldest first (as `clearcard audit export`)",
-            response_class=Response, responses={200: {"content": {"application/x-ndjson": {}}}})
-async def audit_export(since: datetime | None = None, ctx: ConsoleContext = Depends(context),
+            response_class=Response,
+            responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
+async def audit_export(since: IsoDateTime | None = None, ctx: ConsoleContext = Depends(context),
                        who: Principal = Depends(require(Can.AUDIT))) -> Response:
     records = await export(ctx.db, since)
     lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
@@ -87,11 +99,12 @@ async def _visible_backup(ctx: ConsoleContext, who: Principal, backup_id: str) -
     found = next((b for b in await list_backups(ctx.db) if b["backup_id"] == backup_id), None)
     scope = await _backup_scope(ctx, who)
     if found is None or (scope is not None and found["device_id"] not in scope):
-        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"There is no backup {backup_id!r} you may see.")
+        raise NotFound(f"There is no backup {backup_id!r} you may see.")
     return found
 
 
-@router.post("/backups/{backup_id}/verify", summary="Read every copy back (as `clearcard backup verify`)")
+@router.post("/backups/{backup_id}/verify", summary="Read every copy back (as `clearcard backup verify`)",
+             responses=NOT_FOUND)
 async def backup_verify(backup_id: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.BACKUPS))) -> dict[str, Any]:
     await _visible_backup(ctx, who, backup_id)

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from services.auth.tokens import Principal
 from services.console import fleet_clears
@@ -35,7 +35,7 @@ class FleetClearSubmission(BaseModel):
 
     filters: FleetFilters = Field(default_factory=FleetFilters)
     period: Period | None = Field(None, description="default: each device's last closed period")
-    preview: bool = Field(False, description="only say what would be cleared")
+    preview: StrictBool = Field(False, description="only say what would be cleared")
     confirm: str | None = Field(None, max_length=64, description="the `confirmation` of the preview being confirmed")
     fleet_id: RequestId | None = Field(None, description="generated when omitted; a fleet id is used once")
 

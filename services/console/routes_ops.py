@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import trio
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from services.console.context import ConsoleContext, context
 from shared import metrics
@@ -44,8 +45,13 @@ async def _db_ready(ctx: ConsoleContext) -> bool:
     return False
 
 
-@router.get("/readyz", summary="The broker and the database are reachable",
-            responses={503: {"description": "the broker or the database is not reachable"}})
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Literal["ok", "unreachable"]] = Field(description="database and broker")
+
+
+@router.get("/readyz", summary="The broker and the database are reachable", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "the broker or the database is not reachable"}})
 async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     checks = {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
     ok = all(checks.values())
@@ -109,6 +115,6 @@ async def snapshot(ctx: ConsoleContext) -> metrics.FleetSnapshot:
 
 
 @router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 async def prometheus(ctx: ConsoleContext = Depends(context)) -> Response:
     return Response(metrics.exposition(await snapshot(ctx)), media_type=CONTENT_TYPE_LATEST)

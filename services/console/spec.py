@@ -3,10 +3,11 @@ answer, the constraints on path and query parameters, and the caller's language.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from shared.errors import ClearCardError, ErrorCode
 from shared.i18n import Locale, negotiate
@@ -15,6 +16,7 @@ PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"  # request, branch and fleet ids (contract §3)
 DEVICE_PATTERN = r"^[0-9]{12}$"
 TAXPAYER_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # free text a person typed: no control characters (PostgreSQL refuses NUL)
 
 
 class ErrorDetail(BaseModel):
@@ -75,3 +77,17 @@ class NotFound(ConsoleError):
 def request_locale(request: Request) -> Locale:
     """The caller's language from Accept-Language; English when it asks for none (API clients)."""
     return negotiate(request.headers.get("accept-language"), default="en")
+
+
+def _iso_8601(value: Any) -> Any:
+    # pydantic would also take a number of seconds ("0.5"): the schema says date-time, so only that
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value.strip().upper().replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+SSE_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string", "description": "the event's routing key, e.g. clear.progress"},
+    "data": {"type": "string", "description": "the event as JSON (contract §3)"}}}
