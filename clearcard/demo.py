@@ -55,7 +55,7 @@ def sample_fleet(clock: datetime, period: str) -> str:
 
 # More branches for the console (`clearcard demo --console`): a month worth looking at, with a
 # return not yet filed and a comparison that fails beside devices that clear.
-CONSOLE_BRANCHES = (
+CONSOLE_BRANCHES: tuple[tuple[str, str, tuple[tuple[str, str, dict[str, object]], ...]], ...] = (
     ("demo-shanghai", "91310115MA1K4A2B3A", (("661500000011", "ukey", {}), ("499000000012", "golden_tax_disk", {}),
                                             ("539900000013", "tax_control_disk", {"comparison": "fail"}))),
     ("demo-beijing", "91110105MA01C3D4ED", (("661500000021", "ukey", {"declared": False}),

@@ -18,7 +18,8 @@ FORMATS = ("csv", "xlsx")
 
 def report(
     period: Annotated[str, typer.Option(help="The tax period, YYYY-MM.")],
-    branch: Annotated[list[str] | None, typer.Option(help="Only this branch; repeatable (default: every branch).")] = None,
+    branch: Annotated[list[str] | None, typer.Option(help="Only this branch; repeatable (default: every "
+                                                          "branch).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="xlsx (a summary sheet and every device) or csv "
                                                      "(every device).")] = "xlsx",
     output: Annotated[Path | None, typer.Option(help="File to write ('-' for CSV on stdout); default "
@@ -37,8 +38,9 @@ def report(
         TypeAdapter(Period).validate_python(period)
         for b in branch or []:
             TypeAdapter(BranchId).validate_python(b)
-    except ValidationError as exc:
-        sys.stderr.write(f"error: {exc.errors()[0]['msg']}\n")
+    except ValidationError:
+        sys.stderr.write(f"error: --period must be a real month, YYYY-MM, and each --branch 1 to 64 of "
+                         f"A-Z a-z 0-9 . _ : - (got {period!r})\n")
         raise typer.Exit(2) from None
     if fmt not in FORMATS:
         sys.stderr.write(f"error: --format must be csv or xlsx, not {fmt!r}\n")

@@ -7,12 +7,14 @@ it in their own language.
 
 from __future__ import annotations
 
+from typing import cast
+
 from services.auth.auditing import AuditSink
 from services.auth.login import LoginRefused, login
 from services.auth.tokens import KeyRing
 from shared.bus.rpc import Operation
 from shared.db import Database
-from shared.messages.auth import LoginAnswer, LoginRequest
+from shared.messages.auth import LoginAnswer, LoginRequest, Refusal
 
 
 def login_operation(db: Database, keys: KeyRing, audit: AuditSink) -> Operation:
@@ -22,7 +24,7 @@ def login_operation(db: Database, keys: KeyRing, audit: AuditSink) -> Operation:
         try:
             token = await login(db, keys, request.username, request.password, request.totp or None, audit=audit)
         except LoginRefused as refused:
-            return LoginAnswer(refusal=refused.refusal,  # type: ignore[arg-type]  # one of Refusal's words
+            return LoginAnswer(refusal=cast(Refusal, refused.refusal),
                                locked_until=refused.locked_until.isoformat() if refused.locked_until else None)
         return LoginAnswer(token=token)
 

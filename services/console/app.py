@@ -133,8 +133,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.DataError, _refused_by_database)
-    for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports, routes_fleet_clears,
-                   routes_clears, routes_admin):
+    for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports,
+                   routes_fleet_clears, routes_clears, routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -101,7 +101,7 @@ async def write_xlsx(db: Database, report: Report, target: IO[bytes] | Path) -> 
 async def xlsx_chunks(db: Database, report: Report) -> AsyncIterator[bytes]:
     """The workbook, built in a temporary file (spilled to disk past 8 MiB), then sent in chunks."""
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
-        await write_xlsx(db, report, spool)  # type: ignore[arg-type]  # a spooled file is a binary file
+        await write_xlsx(db, report, spool)
         spool.seek(0)
         while chunk := await trio.to_thread.run_sync(spool.read, CHUNK):
             yield chunk

@@ -26,8 +26,8 @@ from services.console.spec import (
     NotFound,
     responses,
 )
-from shared.messages.base import BranchId
 from shared.errors import ClearCardError, ErrorCode
+from shared.messages.base import BranchId
 
 router = APIRouter(prefix="/api", tags=["administration"], responses=responses())
 
@@ -49,7 +49,8 @@ async def issue_token(body: TokenRequest, ctx: ConsoleContext = Depends(context)
 
 @router.get("/audit", summary="Search the audit log (oldest first)")
 async def audit_search(
-    request_id: str | None = Query(None, pattern=ID_PATTERN), device_id: str | None = Query(None, pattern=DEVICE_PATTERN),
+    request_id: str | None = Query(None, pattern=ID_PATTERN),
+    device_id: str | None = Query(None, pattern=DEVICE_PATTERN),
     branch_id: str | None = Query(None, pattern=ID_PATTERN),
     subject: str | None = Query(None, max_length=128, pattern=TEXT_PATTERN),
     since: IsoDateTime | None = None, until: IsoDateTime | None = None,

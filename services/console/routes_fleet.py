@@ -118,7 +118,8 @@ async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> d
 
 @router.get("/devices/{device_id}", summary="One device: per-type status, monitoring data and clear history",
             responses=NOT_FOUND)
-async def device(device_id: str = Path(pattern=DEVICE_PATTERN), monitoring: bool = Query(True, description="ask the device (via its gateway)"),
+async def device(device_id: str = Path(pattern=DEVICE_PATTERN),
+                 monitoring: bool = Query(True, description="ask the device (via its gateway)"),
                  ctx: ConsoleContext = Depends(context),
                  who: Principal = Depends(require(Can.STATUS))) -> dict[str, Any]:
     row = await ctx.db.run(fleet.device_row, device_id)
@@ -149,7 +150,8 @@ async def digital_list(branch: str | None = Query(None, pattern=ID_PATTERN),
 
 @router.post("/digital/{taxpayer_id}/{period}/confirm", summary="Confirm a month's digital-invoice summary",
              responses=NOT_FOUND)
-async def digital_confirm(taxpayer_id: str = Path(pattern=TAXPAYER_PATTERN), period: str = Path(pattern=PERIOD_PATTERN), ctx: ConsoleContext = Depends(context),
+async def digital_confirm(taxpayer_id: str = Path(pattern=TAXPAYER_PATTERN), period: str = Path(pattern=PERIOD_PATTERN),
+                          ctx: ConsoleContext = Depends(context),
                           who: Principal = Depends(require(Can.DIGITAL_CONFIRM))) -> dict[str, Any]:
     rows = await ctx.db.run(digital.list_confirmations, None, period)
     row = next((r for r in rows if r["taxpayer_id"] == taxpayer_id), None)

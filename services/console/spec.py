@@ -32,24 +32,27 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+Responses = dict[int | str, dict[str, Any]]
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
 # Every status a route may answer besides its success, by what causes it.
-UNAUTHORIZED = {401: _error("no token, or a forged, expired or revoked one (AUTH_REQUIRED, AUTH_INVALID)")}
-FORBIDDEN = {403: _error("the token's role or branches do not allow this (PERMISSION_DENIED)")}
-INVALID = {422: _error("the request does not match this schema (INVALID_REQUEST)")}
-NOT_FOUND = {404: _error("no such resource, or none the caller may see")}
-CONFLICT = {409: _error("refused as asked (PLAN_CHANGED, CONFIRMATION_REQUIRED, ...)")}
-TIMEOUT = {504: _error("a service behind the console did not answer in time (TIMEOUT)")}
-UNAVAILABLE = {503: _error("the device, bureau or broker is unreachable")}
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {**UNAUTHORIZED, **FORBIDDEN, **INVALID}
+UNAUTHORIZED: Responses = {401: _error("no token, or a forged, expired or revoked one (AUTH_REQUIRED, AUTH_INVALID)")}
+FORBIDDEN: Responses = {403: _error("the token's role or branches do not allow this (PERMISSION_DENIED)")}
+INVALID: Responses = {422: _error("the request does not match this schema (INVALID_REQUEST)")}
+NOT_FOUND: Responses = {404: _error("no such resource, or none the caller may see")}
+CONFLICT: Responses = {409: _error("refused as asked (PLAN_CHANGED, CONFIRMATION_REQUIRED, ...)")}
+TIMEOUT: Responses = {504: _error("a service behind the console did not answer in time (TIMEOUT)")}
+UNAVAILABLE: Responses = {503: _error("the device, bureau or broker is unreachable")}
+ERROR_RESPONSES: Responses = {**UNAUTHORIZED, **FORBIDDEN, **INVALID}
 
 
-def responses(*groups: dict[int, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+def responses(*groups: Responses) -> Responses:
     """The error responses of a route: 401, 403 and 422 always, plus the given ones."""
-    merged: dict[int | str, dict[str, Any]] = dict(ERROR_RESPONSES)
+    merged: Responses = dict(ERROR_RESPONSES)
     for group in groups:
         merged.update(group)
     return merged

@@ -84,7 +84,8 @@ def _drive(job: dict[str, Any]) -> dict[str, Any]:
             expect(page.locator("#plan-table")).to_contain_text(job["manual_device"], timeout=30_000)
             page.click("#confirm")
             seen["manual_pictured_running"] = _when(page, """() => {
-                const done = [...document.querySelectorAll('.progress-device .percent')].map((e) => parseInt(e.textContent));
+                const done = [...document.querySelectorAll('.progress-device .percent')]
+                    .map((e) => parseInt(e.textContent));
                 return !document.querySelector('#clear-final').dataset.status && done.some((n) => n >= 50);
             }""")
             page.screenshot(path=str(shots / "console-clear.png"), full_page=True)

@@ -44,6 +44,7 @@ async def test_report_xlsx_in_chinese_and_csv_on_stdout_in_english(database: Dat
                                       "--branch", branch_of(2, 5), "--format", "csv", "--output", "-")
     assert code == 0, err
     lines = list(csv.reader(io.StringIO(out.decode("utf-8-sig"))))
-    assert lines[0][0] == "Branch" and len(lines) == 101 and {line[5] for line in lines[1:]} == {"cleared", "failed"}  # states 2 and 7
+    assert lines[0][0] == "Branch" and len(lines) == 101
+    assert {line[5] for line in lines[1:]} == {"cleared", "failed"}  # states 2 and 7
     code, _, err = await _clearcard(_env(database, tmp_path, "C"), "report", "--period", "2026-13")
     assert code == 2 and "real month" in err
