@@ -74,7 +74,7 @@ def demo() -> None:
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = run_async(lambda: run_demo(settings, out))
+        code = _configured(lambda: run_async(lambda: run_demo(settings, out)))
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -111,9 +111,25 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     break
 
     try:
-        run_async(main)
+        _configured(lambda: run_async(main))
     finally:
         telemetry.shutdown()
+
+
+def _configured(run: Any) -> Any:
+    """Run `run()`; an installation that cannot start as configured is one line and exit 2, no traceback."""
+    from shared.errors import ConfigurationError
+
+    try:
+        return run()
+    except (ConfigurationError, BaseExceptionGroup) as exc:
+        found = exc.split(ConfigurationError)[0] if isinstance(exc, BaseExceptionGroup) else exc
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        if found is None:
+            raise
+        err.print(f"[red]error:[/red] cannot start: {found}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @db_app.command("migrate")
@@ -376,13 +392,14 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, fleet, notify, user
+    from clearcard.commands import audit_review, backup_admin, device, fleet, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
+    app.add_typer(device.app, name="device")
 
 
 _register_subcommands()
