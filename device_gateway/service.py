@@ -26,7 +26,7 @@ from device_gateway.topology import shard_queue, sharded_topology
 from device_gateway.transports.libusb import UsbUnavailable, open_libusb
 from device_registry.enrolment import Enrolment
 from device_registry.pins import PinVault
-from device_registry.registry import BusAudit
+from device_registry.registry import AuditEntry, BusAudit
 from device_registry.store import enrol_seeded
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
@@ -115,8 +115,8 @@ async def _enrol_fleet(bus: Bus, db: Database, vault: PinVault, fleet: Fleet) ->
     enrolled = await db.run(enrol_seeded, seeds)
     if enrolled:
         await bus.declare(topology_for(AUDIT))  # a first start may come before the audit service's
-        await BusAudit(bus)(action="device.import", subject="fleet file", outcome="ok",
-                            detail={"source": "fleet", "enrolled": len(enrolled), "first": enrolled[:50]})
+        await BusAudit(bus)([AuditEntry("device.import", "fleet file", "ok", detail={
+            "source": "fleet", "enrolled": len(enrolled), "first": enrolled[:50]})])
 
 
 async def _serve(

@@ -7,10 +7,11 @@ gateways own what they see of the hardware (`device_sightings` and the state col
 
 from device_registry.enrolment import HEADER, CsvRow, Enrolment, ImportRefused, RowError, read_rows
 from device_registry.pins import PinVault
-from device_registry.registry import AuditSink, BusAudit, Registry, unknown_words
+from device_registry.registry import AuditEntry, AuditSink, BusAudit, Registry, unknown_words
 
 __all__ = [
     "HEADER",
+    "AuditEntry",
     "AuditSink",
     "BusAudit",
     "CsvRow",

@@ -104,12 +104,12 @@ async def import_enrolments(conn: asyncpg.Connection, rows: Iterable[CsvRow | Ro
         """
         SELECT count(*) FILTER (WHERE e.device_id IS NULL) AS enrolled,
                count(*) FILTER (WHERE e.retired_at IS NOT NULL) AS reinstated,
-               count(*) FILTER (WHERE e.retired_at IS NULL AND (e.family, e.taxpayer_id, e.branch_id,
-                   e.machine_no) IS DISTINCT FROM (i.family, i.taxpayer_id, i.branch_id, i.machine_no))
-                   AS updated,
-               count(*) FILTER (WHERE e.retired_at IS NULL AND (e.family, e.taxpayer_id, e.branch_id,
-                   e.machine_no) IS NOT DISTINCT FROM (i.family, i.taxpayer_id, i.branch_id, i.machine_no))
-                   AS unchanged
+               count(*) FILTER (WHERE e.device_id IS NOT NULL AND e.retired_at IS NULL AND (e.family,
+                   e.taxpayer_id, e.branch_id, e.machine_no)
+                   IS DISTINCT FROM (i.family, i.taxpayer_id, i.branch_id, i.machine_no)) AS updated,
+               count(*) FILTER (WHERE e.device_id IS NOT NULL AND e.retired_at IS NULL AND (e.family,
+                   e.taxpayer_id, e.branch_id, e.machine_no)
+                   IS NOT DISTINCT FROM (i.family, i.taxpayer_id, i.branch_id, i.machine_no)) AS unchanged
         FROM enrolment_import i LEFT JOIN device_enrolments e USING (device_id)
         """)
     reinstated = {r["device_id"] for r in await conn.fetch(

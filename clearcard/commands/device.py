@@ -37,19 +37,20 @@ class _ChainAudit:
     """Appends to the audit chain itself: a CLI on the embedded bus has no audit service to ask."""
 
     db: Any
+    batch: int = 1000
 
-    async def __call__(self, *, action: str, subject: str, outcome: str, device_id: str | None = None,
-                       branch_id: str | None = None, error_code: str | None = None,
-                       detail: dict[str, Any] | None = None) -> None:
+    async def __call__(self, entries: list[Any]) -> None:
         from device_registry.registry import SERVICE
-        from services.audit.log import append
+        from services.audit import store
         from shared import telemetry
         from shared.messages.audit import AuditRecord
 
-        await append(self.db, AuditRecord(
-            record_id=uuid.uuid4().hex, service=SERVICE, subject=subject, action=action, outcome=outcome,
-            device_id=device_id, branch_id=branch_id, error_code=error_code,
-            trace_id=telemetry.current_trace_id(), detail=detail or {}))
+        trace_id = telemetry.current_trace_id()
+        for start in range(0, len(entries), self.batch):
+            await self.db.run(store.append_records, [AuditRecord(
+                record_id=uuid.uuid4().hex, service=SERVICE, subject=e.subject, action=e.action,
+                outcome=e.outcome, device_id=e.device_id, branch_id=e.branch_id, error_code=e.error_code,
+                trace_id=trace_id, detail=e.detail) for e in entries[start:start + self.batch]])
 
 
 def _run(work: Callable[[Any, Any, str], Awaitable[T]]) -> T:
