@@ -73,7 +73,7 @@ class Roster:
             task_status.started()
             while True:
                 await trio.sleep(refresh)
-                await self._refresh()
+                await self.refresh()
 
     async def _start(self, device_ids: set[str]) -> list[str]:
         """Start actors for these in-service devices; returns the ones started now."""
@@ -159,8 +159,8 @@ class Roster:
         self._note_unenrolled(set(appeared) - in_service)
         return sorted(set(appeared) & in_service)
 
-    async def _refresh(self) -> None:
-        """Follow enrolments and retirements made while the gateway runs."""
+    async def refresh(self) -> None:
+        """Follow enrolments and retirements made while the gateway runs (`run` calls it every REFRESH_S)."""
         watched = sorted(set(self.actors) | set(self._present) | set(self._attached))
         if not watched:
             return

@@ -71,7 +71,7 @@ class _Raw:
 
 
 @asynccontextmanager
-async def gateway(database: Database, tmp_path: Path, fleet: str = FLEET) -> AsyncIterator[Client]:
+async def gateway(database: Database, tmp_path: Path, fleet: str | None = FLEET) -> AsyncIterator[Client]:
     bus = MemoryBus()
     settings = settings_for(tmp_path, fleet)
     async with trio.open_nursery() as nursery:
