@@ -55,8 +55,9 @@ class _ChainAudit:
 
 def _run(work: Callable[[Any, Any, str], Awaitable[T]]) -> T:
     """Run `work(registry, db, actor)`; a ClearCardError ends the command (exit 1) in plain words."""
-    from clearcard.runtime import infrastructure, run_async
+    from clearcard.runtime import identified, infrastructure, run_async
     from device_registry import BusAudit, ImportRefused, PinVault, Registry
+    from device_registry.registry import SERVICE
     from shared.bus.topology import AUDIT, topology_for
     from shared.errors import ClearCardError
 
@@ -74,7 +75,8 @@ def _run(work: Callable[[Any, Any, str], Awaitable[T]]) -> T:
                     sink: Any = _ChainAudit(db)
                 else:
                     await bus.declare(topology_for(AUDIT))
-                    sink = BusAudit(bus)
+                    # signed like every service's messages, or the audit service dead-letters them
+                    sink = BusAudit(identified(bus, SERVICE, settings))
                 registry = Registry(db, PinVault.open(settings.keys_dir), sink)
                 return await work(registry, db, f"local:{getpass.getuser()}")
         except ClearCardError as exc:

@@ -38,7 +38,7 @@ function row(d) {
     ? `<button data-enrol="${esc(d.device_id)}" data-family="${esc(d.family)}">Enrol…</button>`
     : d.retired ? "" : `<button data-pin="${esc(d.device_id)}">Set PIN</button>
        <button data-retire="${esc(d.device_id)}" class="danger">Retire</button>`;
-  return `<tr><td class="mono">${esc(d.device_id)}</td><td>${esc(d.family)}${d.hardware_family
+  return `<tr data-device="${esc(d.device_id)}"><td class="mono">${esc(d.device_id)}</td><td>${esc(d.family)}${d.hardware_family
     ? ` (seen as ${esc(d.hardware_family)})` : ""}</td><td class="mono">${esc(d.taxpayer_id)}</td>
     <td>${esc(d.branch_id)}</td><td>${esc(d.machine_no)}</td><td>${esc(d.gateway_id)}</td>
     <td>${d.online ? "online" : "offline"}</td><td>${stateOf(d)}</td>
@@ -56,7 +56,6 @@ async function load(more = false) {
     body.innerHTML = (more ? body.innerHTML : "") + page.devices.map(row).join("");
     next = page.next;
     $("more").hidden = !next;
-    say("");
   } catch (err) {
     say(err.message, true);
   }
@@ -92,7 +91,7 @@ $("devices").addEventListener("click", async (e) => {
       if (!confirm(`Retire device ${id}? Requests naming it will be refused; its history and backups stay.`)) return;
       await api(`/api/registry/devices/${encodeURIComponent(id)}/retire`, { method: "POST" });
       say(`${id} retired.`);
-      load();
+      await load();
     } else if (target.dataset.pin) {
       const id = target.dataset.pin;
       const pin = prompt(`Certificate PIN of device ${id} (stored encrypted):`);
