@@ -2,7 +2,8 @@
 
 Rules (docs/device-protocol.md): the device keeps China Standard Time. The reporting window
 of an open period opens on the 1st of the following month; the lock date is the period's filing
-deadline in the tax calendar (shared/tax_calendar.py: the 15th unless moved). A device clock behind the real time by more than an hour or ahead by more than a day is
+deadline in the tax calendar (shared/tax_calendar.py: the 15th unless moved). A device
+clock behind the real time by more than an hour or ahead by more than a day is
 abnormal (the bureau refuses its data; the clock can only be moved forwards).
 """
 
