@@ -25,7 +25,6 @@ from services.coordinator import bureau_view, fleet
 from services.coordinator.clock import Clock, previous_period
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.ports import Ports
-from services.coordinator.runner import Runner
 from shared import telemetry
 from shared.db import Database
 from shared.db.pool import INFRASTRUCTURE_ERRORS
@@ -40,11 +39,11 @@ WATCHED_MONTHS = 3  # older open periods belong to abandoned devices: not asked 
 
 
 class BureauWatch:
-    def __init__(self, db: Database, ports: Ports, runner: Runner, clock: Clock, config: CoordinatorConfig, *,
-                 on_staged: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, db: Database, ports: Ports, clock: Clock, config: CoordinatorConfig, *,
+                 poke: Callable[[], None] = lambda: None, on_staged: Callable[[], None] = lambda: None) -> None:
         self._db = db
         self._ports = ports
-        self._runner = runner
+        self._poke = poke  # the runner: resumed clears are waiting
         self._clock = clock
         self._config = config
         self._on_staged = on_staged
@@ -79,7 +78,7 @@ class BureauWatch:
             await self._db.run(bureau_view.record, rows, "refresh")
         fleet_id = await self._db.run(self._resume, now)
         if fleet_id:
-            self._runner.poke()
+            self._poke()
             self._on_staged()
         return fleet_id
 

@@ -45,7 +45,7 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
         commands = Commands(db, keys, runner, clock_for(settings), on_staged=relay.wake)
         clock = clock_for(settings)
         scheduler = Scheduler(db, runner, clock, config, thresholds=settings.thresholds, on_staged=relay.wake)
-        watch = BureauWatch(db, ports, runner, clock, config, on_staged=relay.wake)
+        watch = BureauWatch(db, ports, clock, config, poke=runner.poke, on_staged=relay.wake)
 
         async def duties() -> None:
             async with trio.open_nursery() as leader:
