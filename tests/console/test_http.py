@@ -164,6 +164,14 @@ async def test_manual_clear_over_http_with_live_events_timeline_and_metrics(syst
             assert [s for s in ("backed_up", "reported", "written_back", "verified") if s in steps] == [
                 "backed_up", "reported", "written_back", "verified"], steps
             assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in device["steps"])
+        after = (await http.get("/api/status")).json()["devices"]
+        assert all(d["filing"] in {"filed", "not_filed", "unknown"} and
+                   d["comparison"] in {"pass", "fail", "pending", "unknown"} for d in after)
+        # cleared: the open period is now November, not closed yet, so not due at the bureau
+        assert {(d["open_period"], d["filing"], d["bureau"]["due"]) for d in after} == {("2026-11", "not_filed", False)}
+        assert (await http.get("/api/status", params={"filing": "filed"})).json()["devices"] == []
+        assert len((await http.get("/api/status", params={"filing": "not_filed"})).json()["devices"]) == 2
+        assert (await http.get("/api/status", params={"comparison": "maybe"})).status_code == 422
         detail = (await http.get("/api/devices/661500000001")).json()
         assert detail["types"] == {"004": "cleared", "007": "cleared", "026": "cleared"}
         assert detail["monitoring"]["available"] is True and detail["monitoring"]["lock_date"] == detail["lock_date"]
