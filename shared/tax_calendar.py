@@ -96,7 +96,7 @@ DEFAULT = TaxCalendar()
 
 
 def _line_of(lines: list[str], key: str) -> int:
-    pattern = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*=""")
+    pattern = re.compile(rf"""^\s*(["']?{re.escape(key)}["']?\s*=|\[\s*{re.escape(key)}\s*\])""")
     return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), 1)
 
 
