@@ -38,6 +38,10 @@ GATEWAY_COMMAND = Histogram(
     "clearcard_gateway_command_duration_seconds", "Latency of device gateway commands, as the caller saw it.",
     ["op", "outcome"], buckets=_COMMAND_BUCKETS, registry=REGISTRY,
 )
+RPC_CALLS = Counter(
+    "clearcard_rpc_calls", "Commands this process sent over the bus and waited for, by operation.",
+    ["op"], registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "clearcard_http_requests", "Console HTTP requests by route and status code.",
     ["route", "method", "status"], registry=REGISTRY,
