@@ -46,6 +46,10 @@ NOTIFICATIONS = Counter(
     "clearcard_notifications", "Notifications delivered or failed, by channel (email, webhook) and outcome.",
     ["channel", "outcome"], registry=REGISTRY,
 )
+RPC_CALLS = Counter(
+    "clearcard_rpc_calls", "Commands this process sent over the bus and waited for, by operation.",
+    ["op"], registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "clearcard_http_requests", "Console HTTP requests by route and status code.",
     ["route", "method", "status"], registry=REGISTRY,
