@@ -22,7 +22,7 @@ async def set_contacts(conn: asyncpg.Connection, branch_id: str, contacts: list[
     """Replace a branch's contacts with `contacts` [(kind, address)]; '*' is every branch.
 
     A webhook kept from before keeps its secret; a new one takes its sealed secret from
-    `new_secrets` (by URL). Returns the webhook URLs that are new.
+    `new_secrets` (by URL). Returns the webhook URLs given a new secret.
     """
     old = {r["address"]: r["secret_cipher"] for r in await conn.fetch(
         "SELECT address, secret_cipher FROM branch_contacts WHERE branch_id = $1 AND kind = 'webhook'", branch_id)}
@@ -31,8 +31,9 @@ async def set_contacts(conn: asyncpg.Connection, branch_id: str, contacts: list[
     for kind, address in contacts:
         cipher = None
         if kind == "webhook":
-            cipher = old.get(address) or (new_secrets or {}).get(address)
-            if address not in old:
+            cipher = old.get(address)
+            if cipher is None:  # new, or kept from before secrets existed: it gets one now
+                cipher = (new_secrets or {}).get(address)
                 added.append(address)
         rows.append((branch_id, kind, address, cipher))
     await conn.executemany(
