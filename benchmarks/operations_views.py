@@ -85,7 +85,7 @@ async def main(args: argparse.Namespace) -> None:
                 device_status, today, settings.thresholds))
             await timed("/metrics: one rendering (uncached)", lambda: metrics_view.render(ctx))
             await timed("bureau watch: devices due for a refresh", lambda: db.run(
-                watch._due, "2026-11"))  # noqa: SLF001 - the query a tick runs
+                watch._due, "2026-11"))  # the query a tick runs
         print(f"(a scrape is cached {metrics_view.CACHE_SECONDS:g} s; the watch asks "
               f"{200} devices per message; today {today}, zone {CHINA})")
 
