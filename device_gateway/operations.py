@@ -5,6 +5,7 @@ Handlers take one typed command; the state they need lives on the devices and in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -24,6 +25,7 @@ from device_gateway.roster import Roster
 from device_registry import store as registry_store
 from device_registry.pins import PinVault
 from device_registry.registry import unknown_words
+from shared import metrics
 from shared.bus.rpc import Operation
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -84,17 +86,25 @@ class Gateway:
     async def _run(self, device_id: str, label: str, work: Callable[[DeviceDriver], T]) -> T:
         actor = await self.roster.actor(device_id)
         seconds = self.writeback_timeout if label == "writeback" else self.command_timeout
+        started, outcome = time.perf_counter(), "interrupted"
         try:
             with trio.fail_after(seconds):
-                return await actor.call(label, work)
+                result = await actor.call(label, work)
+            outcome = "ok"
+            return result
         except trio.TooSlowError:
+            outcome = ErrorCode.TIMEOUT.value
             raise ClearCardError(ErrorCode.TIMEOUT,
                                  f"device {device_id} did not finish {label} within {seconds:g} s") from None
         except ClearCardError as exc:
+            outcome = exc.code.value
             if exc.code is ErrorCode.DEVICE_OFFLINE:
                 self._recorded.pop(device_id, None)
                 await self._registry(record_online, [device_id], False)
             raise
+        finally:
+            # the gateway's own view: waiting for the device's turn plus the device's work
+            metrics.GATEWAY_COMMAND.labels(label, outcome).observe(time.perf_counter() - started)
 
     async def _registry(self, fn: Callable[..., object], *args: object) -> None:
         """Update the registry; it mirrors the devices, so a failure is logged, not answered."""

@@ -76,8 +76,8 @@ async def run_gateway(
     if settings.fleet_file:
         fleet = load_fleet(settings.fleet_file)
         store = EmulatorStore(settings.emulator_dir)
-        states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
-        local: Any = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+        states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC), settings.calendar)
+        local: Any = EmulatedBackend(store, [states[d.id] for d in fleet.devices], calendar=settings.calendar)
         attached = {d.id: d.family for d in fleet.devices}
         await _enrol_fleet(bus, db, vault, fleet)
         log.info("emulated devices", fleet=str(settings.fleet_file), devices=len(fleet.devices))
