@@ -15,6 +15,7 @@ from device_gateway.repository import record_sightings
 from device_registry import ImportRefused, PinVault, Registry
 from device_registry.directory import export_page, list_page
 from device_registry.enrolment import HEADER, to_csv_line
+from shared.config import Settings
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import taxpayer_check_char
@@ -22,6 +23,7 @@ from shared.messages.base import taxpayer_check_char
 TAXPAYER = "91420100MA4K0001X" + taxpayer_check_char("91420100MA4K0001X")
 WRONG_CHECK = TAXPAYER[:17] + ("0" if TAXPAYER[17] != "0" else "1")
 A, B, C = "661500000001", "661500000002", "661500000003"
+SETTINGS = Settings.from_env({})
 
 
 def csv(*rows: str) -> list[str]:
@@ -69,7 +71,7 @@ async def test_import_enrols_updates_and_is_audited_per_device(registry: Registr
     assert [a for a in await actions(database)] == [
         ("device.import", None), ("device.enrolled", A), ("device.enrolled", B),
         ("device.import", None), ("device.updated", B)]
-    shown = [r["device_id"] for r in await device_status(database, None)]
+    shown = [r["device_id"] for r in await device_status(database, SETTINGS, None)]
     assert shown == [A, B]
 
 
@@ -81,7 +83,7 @@ async def test_hardware_seen_but_not_enrolled_is_listed_and_enrolled_where_it_is
     assert (seen["gateway_id"], seen["family"], seen["serial"], seen["online"]) == (
         "cabinet-7", "golden_tax_disk", C, True)
     assert await database.run(list_page, "", ["wuhan-hankou"]) == []  # it belongs to no branch
-    assert await device_status(database, None) == []  # not driven, not shown: unknown to the product
+    assert await device_status(database, SETTINGS, None) == []  # not driven, not shown: unknown to the product
     await registry.import_file(csv(row(C, family="ukey")), actor="admin", source="import")
     [listed] = await database.run(list_page)
     assert listed["enrolled"] is True and listed["hardware_family"] == "golden_tax_disk"
