@@ -41,7 +41,8 @@ def entry(row: asyncpg.Record) -> dict[str, Any]:
     """One device of `device list --json` (never its PIN: only whether one is on record)."""
     shown: dict[str, Any] = {
         "device_id": row["device_id"], "family": row["family"], "taxpayer_id": row["taxpayer_id"],
-        "branch_id": row["branch_id"], "machine_no": row["machine_no"],
+        "branch_id": row["branch_id"], "branch": row["branch_id"],  # `branch`: the import file's name
+        "machine_no": row["machine_no"],
         "enrolled": row["enrolled"], "retired": row["retired_at"] is not None,
         "retired_at": _iso(row["retired_at"]), "enrolled_at": _iso(row["enrolled_at"]),
         "pin_on_record": row["pin_on_record"],

@@ -53,8 +53,11 @@ class _ChainAudit:
                 trace_id=trace_id, detail=e.detail) for e in entries[start:start + self.batch]])
 
 
-def _run(work: Callable[[Any, Any, str], Awaitable[T]]) -> T:
-    """Run `work(registry, db, actor)`; a ClearCardError ends the command (exit 1) in plain words."""
+def _run(work: Callable[[Any, Any, str], Awaitable[T]], *, as_json: bool = False) -> T:
+    """Run `work(registry, db, actor)`; a ClearCardError ends the command (exit 1) in plain words.
+
+    With `as_json` the refusal is also the command's JSON document on stdout.
+    """
     from clearcard.runtime import identified, infrastructure, run_async
     from device_registry import BusAudit, ImportRefused, PinVault, Registry
     from device_registry.registry import SERVICE
@@ -83,6 +86,12 @@ def _run(work: Callable[[Any, Any, str], Awaitable[T]]) -> T:
             return exc
 
     result = run_async(main)
+    if isinstance(result, ClearCardError) and as_json:
+        document: dict[str, Any] = {"error": {"code": result.code.value, "message": result.message}}
+        if isinstance(result, ImportRefused):
+            document |= {"bad_rows": result.total,
+                         "errors": [{"line": e.line, "message": e.message} for e in result.errors]}
+        sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
     if isinstance(result, ImportRefused):
         _err(f"error: {result.code}: {result.total} bad row(s); nothing was imported")
         for error in result.errors:
@@ -119,7 +128,7 @@ def import_file(file: Annotated[Path, typer.Argument(help="CSV: device_id,family
         return await registry.import_file(lines(), actor=actor, source="import", name=file.name)
 
     try:
-        counts = _run(work)
+        counts = _run(work, as_json=as_json)
     finally:
         handle.close()
     if as_json:
@@ -156,7 +165,7 @@ def list_devices(branch: BranchOpt = None, as_json: JsonOpt = False) -> None:
             sys.stdout.write("\n]\n")
         return count
 
-    _run(work)
+    _run(work, as_json=as_json)
 
 
 @app.command("export")

@@ -58,9 +58,11 @@ async def test_enrol_correct_retire_over_rabbitmq(tmp_path: Path, database_url: 
             bad = tmp_path / "bad.csv"
             bad.write_text(HEADER + f"{NEW},golden_tax_disk,{TAXPAYER},{BRANCH},2\n"
                            f"661500000009,ukey,{TAXPAYER[:17]}Y,{BRANCH},3\n", encoding="utf-8")
-            refused = await cli(env, "device", "import", str(bad), check=False)
+            refused = await cli(env, "device", "import", str(bad), "--json", check=False)
             assert refused.returncode == 1 and "line 3: taxpayer id" in refused.stderr.decode()
             assert "nothing was imported" in refused.stderr.decode()
+            answer = json.loads(refused.stdout)
+            assert answer["error"]["code"] == "INVALID_REQUEST" and [e["line"] for e in answer["errors"]] == [3]
             assert (await listed(env))[NEW]["enrolled"] is False
 
             good = tmp_path / "good.csv"
