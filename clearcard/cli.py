@@ -123,6 +123,8 @@ def _configured(run: Any) -> Any:
     try:
         return run()
     except (ConfigurationError, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is None:
+            raise typer.Exit(130) from None  # a second Ctrl-C (or signal) while shutting down
         found = exc.split(ConfigurationError)[0] if isinstance(exc, BaseExceptionGroup) else exc
         while isinstance(found, BaseExceptionGroup):
             found = found.exceptions[0]
