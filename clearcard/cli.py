@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from clearcard.startup import configured
 from shared.config import Settings
 
 app = typer.Typer(help="ClearCard: fleet-wide report-and-clear (抄报清卡) of VAT tax-control devices.",
@@ -74,7 +75,7 @@ def demo() -> None:
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = _configured(lambda: run_async(lambda: run_demo(settings, out)))
+        code = configured(lambda: run_async(lambda: run_demo(settings, out)), err)
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -111,27 +112,9 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     break
 
     try:
-        _configured(lambda: run_async(main))
+        configured(lambda: run_async(main), err)
     finally:
         telemetry.shutdown()
-
-
-def _configured(run: Any) -> Any:
-    """Run `run()`; an installation that cannot start as configured is one line and exit 2, no traceback."""
-    from shared.errors import ConfigurationError
-
-    try:
-        return run()
-    except (ConfigurationError, BaseExceptionGroup) as exc:
-        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is None:
-            raise typer.Exit(130) from None  # a second Ctrl-C (or signal) while shutting down
-        found = exc.split(ConfigurationError)[0] if isinstance(exc, BaseExceptionGroup) else exc
-        while isinstance(found, BaseExceptionGroup):
-            found = found.exceptions[0]
-        if found is None:
-            raise
-        err.print(f"[red]error:[/red] cannot start: {found}", soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 @db_app.command("migrate")

@@ -59,3 +59,11 @@ async def test_a_library_that_is_not_libusb_is_named(tmp_path: Path, database_ur
     stderr = done.stderr.decode()
     assert done.returncode == 2 and "could not be loaded as libusb-1.0" in stderr and str(fake) in stderr
     assert "Traceback" not in stderr
+
+
+async def test_a_bad_fleet_file_is_one_clear_message_too(tmp_path: Path, database_url: str) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[device]]\nid = "12"\n', encoding="utf-8")
+    done = await serve_gateway(env_for(tmp_path, database_url, CLEARCARD_FLEET=str(fleet)))
+    stderr = done.stderr.decode()
+    assert done.returncode == 2 and f"{fleet}, line 2" in stderr and "Traceback" not in stderr
