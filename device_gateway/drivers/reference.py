@@ -109,6 +109,7 @@ class ReferenceDriver:
             if dev is None:
                 raise ClearCardError(ErrorCode.DEVICE_OFFLINE,
                                      f"device {self.device_id} is not connected")
+            self._detach_kernel_driver(dev)
             dev.set_configuration()
             usb.util.claim_interface(dev, INTERFACE)
             interface = dev.get_active_configuration()[(INTERFACE, 0)]
@@ -123,6 +124,16 @@ class ReferenceDriver:
             raise ClearCardError(ErrorCode.INTERNAL, f"device {self.device_id} has no bulk endpoints")
         self._dev = dev
         self._decoder = FrameDecoder()
+
+    @staticmethod
+    def _detach_kernel_driver(dev: Any) -> None:
+        """On a real host an OS driver (HID, storage) may hold the interface: take it over.
+
+        Backends without kernel drivers (the emulator, USB/IP) do not implement the call.
+        """
+        with contextlib.suppress(NotImplementedError, usb.core.USBError):
+            if dev.is_kernel_driver_active(INTERFACE):
+                dev.detach_kernel_driver(INTERFACE)
 
     def close(self) -> None:
         """Release the interface and the handle; never raises (the device may be gone)."""

@@ -63,8 +63,13 @@ class Ports:
             delay = min(delay * self.retry.factor, self.retry.max_delay)
         raise AssertionError("unreachable")
 
-    async def gateway(self, gateway_id: str, op: str, request: BaseModel, reply: type[R]) -> R:
-        """A device command through the gateway that owns the device."""
+    async def gateway(self, gateway_id: str | None, op: str, request: BaseModel, reply: type[R]) -> R:
+        """A device command through the gateway that owns the device (None: no gateway has seen it)."""
+        if gateway_id is None:
+            device = getattr(request, "device_id", "the device")
+            raise ClearCardError(ErrorCode.DEVICE_OFFLINE,
+                                 f"Device {device} is enrolled but no gateway has found it yet: plug it in "
+                                 "at a gateway (a branch host or a USB-sharing cabinet).")
         return await self._call(gateway_routing_key(gateway_id, op), request, reply,
                                 self.gateway_deadline, ErrorCode.TIMEOUT, "The device gateway")
 

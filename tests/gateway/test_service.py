@@ -71,7 +71,7 @@ class _Raw:
 
 
 @asynccontextmanager
-async def gateway(database: Database, tmp_path: Path, fleet: str = FLEET) -> AsyncIterator[Client]:
+async def gateway(database: Database, tmp_path: Path, fleet: str | None = FLEET) -> AsyncIterator[Client]:
     bus = MemoryBus()
     settings = settings_for(tmp_path, fleet)
     async with trio.open_nursery() as nursery:
@@ -138,7 +138,9 @@ async def test_full_clear_of_a_ukey_and_a_tax_control_disk(database: Database, t
     assert ukey["open_period"] == "2026-11" and str(ukey["lock_date"]) == "2026-12-15"
     assert ukey["family"] == "ukey" and ukey["branch_id"] == "wuhan-hankou" and ukey["gateway_id"] == "default"
     assert ukey["pin_tries_left"] == 5 and ukey["online"] and ukey["last_seen"] is not None
-    assert b"12345678" not in bytes(ukey["pin_cipher"])
+    assert "pin_cipher" not in ukey  # the PIN on record is the registry's, encrypted
+    cipher = await database.fetch("SELECT pin_cipher FROM device_enrolments WHERE device_id = $1", UKEY)
+    assert b"12345678" not in bytes(cipher[0]["pin_cipher"])
 
 
 async def test_writeback_before_report_and_bad_package(database: Database, tmp_path: Path) -> None:
