@@ -247,7 +247,7 @@ class Gateway:
             "info": Operation(DeviceCommand, self.info),
             "precheck": Operation(PeriodCommand, self.precheck),
             "read_period": Operation(PeriodCommand, self.read_period),
-            "read_invoices": Operation(InvoicePageCommand, self.read_invoices),
+            "read_invoices": Operation(InvoicePageCommand, self.read_invoices, remember=False),
             "upload_offline": Operation(PeriodCommand, self.upload_offline),
             "report": Operation(PeriodCommand, self.report),
             "challenge": Operation(DeviceCommand, self.challenge),
