@@ -14,7 +14,15 @@ import pytest
 import trio
 from backup_fakes import DEVICE, GATEWAY, TAXPAYER, Harness, invoice_number
 
-from services.backup import chunked, list_backups, restore_backup, sealed, store, verify_backup
+from services.backup import (
+    chunked,
+    list_backups,
+    restore_backup,
+    rotate_backup_key,
+    sealed,
+    store,
+    verify_backup,
+)
 from services.backup.restore import PARTS
 from shared.bus.topology import COMMANDS
 from shared.config import Settings
@@ -163,6 +171,14 @@ async def test_a_version_1_backup_still_verifies_restores_and_is_repaired(
     assert (out / "invoices.json").read_text() == json.dumps(invoices, ensure_ascii=False, indent=2,
                                                              sort_keys=True) + "\n"
     assert json.loads((out / "manifest.json").read_text())["invoice_count"] == 3
+    # key rotation rewrites it as a version 2 file with the same contents
+    new_key, moved = await rotate_backup_key(database, settings, reencrypt=True)
+    assert moved == ["old-v1"]
+    [path] = settings.backup_dirs[0].rglob("*.ccbk")
+    assert path.read_bytes()[4] == chunked.VERSION and sealed.key_id_of(path.read_bytes()) == new_key
+    assert (await verify_backup(database, settings, "old-v1")).ok
+    again = await restore_backup(database, settings, "old-v1", tmp_path / "v2")
+    assert json.loads((again / "invoices.json").read_text()) == invoices
 
 
 async def test_restore_skips_a_copy_cut_short_and_leaves_no_part_of_it(
