@@ -236,9 +236,8 @@ def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
     period = _readable_period(ctx, request)
     types = _types(state, request)
     summaries = [_stored_summary(state, period, t) or build_summary(state, period, t) for t in types]
-<<<<<<< HEAD
     counts = {t: invoice_book(state, period, t).count for t in types}
-    return {"info": device_info(state, ctx.now), "summaries": summaries, "invoice_counts": counts}
+    return {"info": device_info(state, ctx.now, ctx.calendar), "summaries": summaries, "invoice_counts": counts}
 
 
 def _read_invoices(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -257,9 +256,6 @@ def _read_invoices(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
     invoices = [inv.as_dict() for inv in iter_invoices(book, start, stop)]
     return {"invoice_type": invoice_type, "invoices": invoices,
             "next_cursor": str(stop) if stop < book.count else None}
-=======
-    return {"info": device_info(state, ctx.now, ctx.calendar), "invoices": invoices, "summaries": summaries}
->>>>>>> origin/main
 
 
 def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
