@@ -33,13 +33,16 @@ from shared.messages.device import (
     Challenge,
     DeviceCommand,
     DeviceInfo,
+    InvoicePage,
+    InvoicePageCommand,
     OfflineUpload,
     PeriodCommand,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackCommand,
     WritebackReply,
 )
+from shared.paging import checked_page
 
 log = structlog.get_logger("clearcard.gateway")
 
@@ -215,12 +218,18 @@ class Gateway:
             raise refusal
         return status.info
 
-    async def read_period(self, cmd: PeriodCommand) -> PeriodData:
-        """The period's invoices and summaries (what a backup holds)."""
-        data = await self._run(cmd.device_id, "read_period",
-                               lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
-        await self._record_info(data.info, trio.current_time())
-        return data
+    async def read_period(self, cmd: PeriodCommand) -> PeriodHeader:
+        """The period's summaries and invoice counts; its invoices come page by page (`read_invoices`)."""
+        header = await self._run(cmd.device_id, "read_period",
+                                 lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
+        await self._record_info(header.info, trio.current_time())
+        return header
+
+    async def read_invoices(self, cmd: InvoicePageCommand) -> InvoicePage:
+        """One checked page of one type's invoices of the period: one device command."""
+        page = await self._run(cmd.device_id, "read_invoices",
+                               lambda d: d.read_invoices(cmd.period, cmd.invoice_type, cmd.cursor, cmd.limit))
+        return checked_page(cmd.device_id, cmd, page)
 
     async def upload_offline(self, cmd: PeriodCommand) -> OfflineUpload:
         """Upload the offline-issued invoices of the period."""
@@ -259,6 +268,7 @@ class Gateway:
             "info": Operation(DeviceCommand, self.info),
             "precheck": Operation(PeriodCommand, self.precheck),
             "read_period": Operation(PeriodCommand, self.read_period),
+            "read_invoices": Operation(InvoicePageCommand, self.read_invoices, remember=False),
             "upload_offline": Operation(PeriodCommand, self.upload_offline),
             "report": Operation(PeriodCommand, self.report),
             "challenge": Operation(DeviceCommand, self.challenge),

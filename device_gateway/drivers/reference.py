@@ -33,8 +33,9 @@ from shared.errors import ClearCardError, ErrorCode
 from shared.messages.device import (
     Challenge,
     DeviceInfo,
+    InvoicePage,
     OfflineUpload,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackPackage,
     WritebackReply,
@@ -219,10 +220,16 @@ class ReferenceDriver:
         body = self._exchange(Command.VERIFY_PIN, {"pin": pin})
         return int(body.get("pin_tries_left", 0))
 
-    def read_period(self, period: str, invoice_types: list[str]) -> PeriodData:
-        """READ_PERIOD: the period's invoices and summaries."""
+    def read_period(self, period: str, invoice_types: list[str]) -> PeriodHeader:
+        """READ_PERIOD: the period's summaries and invoice counts (the invoices come in pages)."""
         body = self._exchange(Command.READ_PERIOD, {"period": period, "invoice_types": invoice_types})
-        return self._model(PeriodData, body)
+        return self._model(PeriodHeader, body)
+
+    def read_invoices(self, period: str, invoice_type: str, cursor: str | None, limit: int) -> InvoicePage:
+        """READ_INVOICES: one page of one type's invoices, from `cursor` (None: the first)."""
+        body = self._exchange(Command.READ_INVOICES, {"period": period, "invoice_type": invoice_type,
+                                                      "cursor": cursor, "limit": limit})
+        return self._model(InvoicePage, body)
 
     def upload_offline(self, period: str) -> OfflineUpload:
         """UPLOAD_OFFLINE: every offline invoice of the period, now marked uploaded."""

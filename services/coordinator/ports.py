@@ -39,7 +39,10 @@ class Ports:
     rpc: RpcClient
     gateway_deadline: float = 60.0
     service_deadline: float = 30.0
-    backup_deadline: float = 150.0  # the backup service itself waits up to 120 s for a device read
+    # a backup streams the whole period page by page, so it takes as long as the period is big;
+    # the backup service bounds each page itself (services/backup/pages.py). Under RabbitMQ's
+    # 30-minute consumer timeout, which would take the unacknowledged command back.
+    backup_deadline: float = 900.0
     retry: RetryPolicy = DEFAULT_RETRY
 
     async def _call(self, routing_key: str, request: BaseModel, reply: type[R], deadline: float,

@@ -29,9 +29,11 @@ from shared.messages.device import (
     Challenge,
     DeviceCommand,
     DeviceInfo,
+    InvoicePage,
+    InvoicePageCommand,
     OfflineUpload,
     PeriodCommand,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackCommand,
     WritebackPackage,
@@ -93,8 +95,11 @@ async def clear_device(client: Client, device_id: str, taxpayer: str, types: lis
     cmd = PeriodCommand(device_id=device_id, period="2026-10")
     info = await client.call("precheck", cmd, DeviceInfo)
     assert info.types == dict.fromkeys(types, 0)
-    data = await client.call("read_period", cmd, PeriodData)
-    assert len(data.invoices) >= 5 * len(types)
+    header = await client.call("read_period", cmd, PeriodHeader)
+    assert list(header.invoice_counts) == types and min(header.invoice_counts.values()) >= 5
+    page = await client.call("read_invoices", InvoicePageCommand(
+        device_id=device_id, period="2026-10", invoice_type=types[0]), InvoicePage)
+    assert len(page.invoices) == header.invoice_counts[types[0]] and page.next_cursor is None
     await client.call("upload_offline", cmd, OfflineUpload)
     report = await client.call("report", cmd, ReportReply)
     assert [s.invoice_type for s in report.summaries] == types
@@ -193,7 +198,7 @@ async def test_bad_input_is_answered_and_the_gateway_keeps_running(database: Dat
         await expect_error(ErrorCode.UNKNOWN_DEVICE, client.call(
             "info", DeviceCommand(device_id="999999999999"), DeviceInfo))
         await expect_error(ErrorCode.INVALID_REQUEST, client.call(
-            "read_period", PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]), PeriodData))
+            "read_period", PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]), PeriodHeader))
         assert (await client.call("info", DeviceCommand(device_id=UKEY), DeviceInfo)).device_id == UKEY
 
 
@@ -226,7 +231,7 @@ async def test_one_device_at_a_time_many_devices_in_parallel(
             for _ in range(4):
                 nursery.start_soon(client.call, "info", DeviceCommand(device_id=device_id), DeviceInfo)
                 nursery.start_soon(client.call, "read_period",
-                                   PeriodCommand(device_id=device_id, period="2026-10"), PeriodData)
+                                   PeriodCommand(device_id=device_id, period="2026-10"), PeriodHeader)
     everything = sorted(s for device in spans.values() for s in device)
     for device_id in ids:
         mine = sorted(spans[device_id])
