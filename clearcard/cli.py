@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from clearcard.startup import configured
 from shared.config import Settings
 
 app = typer.Typer(help="ClearCard: fleet-wide report-and-clear (抄报清卡) of VAT tax-control devices.",
@@ -78,7 +79,8 @@ def demo(
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = run_async(lambda: (run_console_demo if console else run_demo)(settings, out))
+        chosen = run_console_demo if console else run_demo
+        code = configured(lambda: run_async(lambda: chosen(settings, out)), err)
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -115,7 +117,7 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     break
 
     try:
-        run_async(main)
+        configured(lambda: run_async(main), err)
     finally:
         telemetry.shutdown()
 
@@ -189,7 +191,7 @@ def status(
     branch: Annotated[str | None, typer.Option(help="Only this branch.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every device with its per-type status, lock date and days left."""
+    """Every device: per-type status, lock date, days left, risk, and the bureau's filing and comparison."""
     from clearcard.runtime import infrastructure, run_async
     from clearcard.status_command import device_status, render_status
 
@@ -197,7 +199,7 @@ def status(
 
     async def main() -> list[dict[str, Any]]:
         async with infrastructure(settings) as (_, db):
-            return await device_status(db, branch)
+            return await device_status(db, settings, branch)
 
     rows = run_async(main)
     if as_json:
@@ -380,13 +382,15 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, fleet, notify, report, user
+    from clearcard.commands import audit_review, backup_admin, calendar, device, fleet, notify, report, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
+    app.add_typer(calendar.app, name="calendar")
+    app.add_typer(device.app, name="device")
     report.register(app)
 
 

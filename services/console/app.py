@@ -22,6 +22,7 @@ from services.console import (
     routes_login,
     routes_month,
     routes_ops,
+    routes_registry,
     routes_reports,
 )
 from services.console.context import ConsoleContext
@@ -78,8 +79,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
                                      request_locale(request))
         return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, message), status_code=422)
     code = ErrorCode.AUTH_REQUIRED if exc.status_code == 401 else ErrorCode.INVALID_REQUEST
-    return JSONResponse(error_body(code.value, str(exc.detail)), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+    if exc.status_code == 405:  # Starlette names only the first route of the path; a path has several
+        headers["allow"] = ", ".join(_methods_of(request))
+    return JSONResponse(error_body(code.value, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route of the request's path answers."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _refused_by_database(request: Request, exc: Exception) -> JSONResponse:
@@ -134,7 +147,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.DataError, _refused_by_database)
     for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports,
-                   routes_fleet_clears, routes_clears, routes_admin):
+                   routes_fleet_clears, routes_clears, routes_admin, routes_registry):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -2,7 +2,8 @@
 
 Nothing here grows with the fleet: PostgreSQL groups devices by branch, lock date, state and
 error code, and clears by day and branch; Python only folds those groups (a few per branch) into
-counts, risk colours (`fleet.risk`, the one place risk is decided) and a chart.
+counts, risk colours (`Thresholds.risk` of shared/deadlines.py, the one place risk is decided)
+and a chart.
 
 Functions taking a connection are asyncio-flavoured: run them through `Database.run`.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from services.console.fleet import clock_offset, risk
+from services.console.fleet import clock_offset
+from shared.deadlines import Thresholds
 
 CHART_BRANCHES = 6  # branches drawn on their own in the chart; the rest are summed as "other"
 MAX_WINDOW_DAYS = 62
@@ -69,7 +71,9 @@ class BranchMonth:
     not_started: int = 0
     at_risk: int = 0
     min_days_left: int | None = None
-    risk: dict[str, int] = field(default_factory=lambda: {"red": 0, "amber": 0, "green": 0, "unknown": 0})
+    min_days_risk: str = "green"
+    risk: dict[str, int] = field(default_factory=lambda: {"red": 0, "amber": 0, "green": 0, "unknown": 0,
+                                                          "abandoned": 0})
 
     @property
     def remaining(self) -> int:
@@ -79,7 +83,7 @@ class BranchMonth:
         return {"branch_id": self.branch_id, "devices": self.devices, "cleared": self.cleared,
                 "remaining": self.remaining, "running": self.running, "failing": self.failing,
                 "not_started": self.not_started, "at_risk": self.at_risk, "min_days_left": self.min_days_left,
-                "min_days_risk": risk(self.min_days_left) if self.remaining else "green", "risk": dict(self.risk)}
+                "min_days_risk": self.min_days_risk if self.remaining else "green", "risk": dict(self.risk)}
 
 
 def previous_period(day: date) -> str:
@@ -107,7 +111,8 @@ async def clears_by_day(conn: asyncpg.Connection, period: str, branches: set[str
                                  offset))
 
 
-def fold_branches(groups: list[asyncpg.Record], today: date) -> tuple[dict[str, BranchMonth], dict[str, int]]:
+def fold_branches(groups: list[asyncpg.Record], today: date,
+                  thresholds: Thresholds) -> tuple[dict[str, BranchMonth], dict[str, int]]:
     """Per-branch counts and, fleet-wide, failing devices per error code."""
     branches: dict[str, BranchMonth] = {}
     reasons: dict[str, int] = defaultdict(int)
@@ -126,12 +131,12 @@ def fold_branches(groups: list[asyncpg.Record], today: date) -> tuple[dict[str, 
         else:
             b.not_started += n
         days = (g["lock_date"] - today).days if g["lock_date"] is not None else None
-        colour = risk(days)
+        colour = thresholds.risk(days)
         b.risk[colour] += n
         if colour in AT_RISK:
             b.at_risk += n
         if days is not None and (b.min_days_left is None or days < b.min_days_left):
-            b.min_days_left = days
+            b.min_days_left, b.min_days_risk = days, colour
     return branches, dict(reasons)
 
 
@@ -191,11 +196,12 @@ def sort_branches(rows: list[BranchMonth], order: str) -> list[BranchMonth]:
 
 
 async def month_at_a_glance(conn: asyncpg.Connection, period: str, today: date, branches: set[str] | None,
-                            *, order: str = "urgency", limit: int = 50, offset: int = 0) -> dict[str, Any]:
+                            *, thresholds: Thresholds | None = None, order: str = "urgency", limit: int = 50,
+                            offset: int = 0) -> dict[str, Any]:
     """The whole fleet's month (or that of `branches`): totals, the chart and a page of branches."""
     groups = await device_states(conn, period, branches)
     clears = await clears_by_day(conn, period, branches, await clock_offset(conn))
-    per_branch, reasons = fold_branches(groups, today)
+    per_branch, reasons = fold_branches(groups, today, thresholds or Thresholds())
     totals = BranchMonth("*")
     for b in per_branch.values():
         totals.devices += b.devices
@@ -207,7 +213,7 @@ async def month_at_a_glance(conn: asyncpg.Connection, period: str, today: date, 
         for colour, n in b.risk.items():
             totals.risk[colour] += n
         if b.min_days_left is not None and (totals.min_days_left is None or b.min_days_left < totals.min_days_left):
-            totals.min_days_left = b.min_days_left
+            totals.min_days_left, totals.min_days_risk = b.min_days_left, b.min_days_risk
     days = window_days(period, groups, clears, today)
     ordered = sort_branches(list(per_branch.values()), order)
     totals_json = totals.as_json()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import trio
@@ -25,7 +24,7 @@ from services.console.spec import (
     NotFound,
     responses,
 )
-from shared import audit, metrics
+from shared import audit
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import Period
@@ -33,7 +32,9 @@ from shared.messages.device import DeviceCommand, DeviceInfo
 
 router = APIRouter(prefix="/api", tags=["fleet"], responses=responses())
 Family = Literal["ukey", "golden_tax_disk", "tax_control_disk"]
-StatusFilter = Literal["needs_report", "reported", "cleared", "red", "amber", "green", "unknown"]
+StatusFilter = Literal["needs_report", "reported", "cleared", "red", "amber", "green", "unknown", "abandoned"]
+Filing = Literal["filed", "not_filed", "unknown"]
+Comparison = Literal["pass", "fail", "pending", "unknown"]
 MONITORING_TIMEOUT = 5.0
 
 
@@ -43,75 +44,80 @@ async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
             "expires_at": who.expires_at, "can": capabilities(who.role)}
 
 
-@router.get("/status", summary="Every device with its lock-date countdown: what `clearcard status --json` gives "
-            "(contract §6), with the same filters as /api/fleet")
+@router.get("/status", summary="Every device with its lock-date countdown and the bureau's view: what "
+            "`clearcard status --json` gives (contract §6), with the filters of /api/fleet")
 async def status_list(
     branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
     family: Family | None = Query(None, description="only this device family"),
     status: StatusFilter | None = Query(None, description="a type status (needs_report, reported, cleared) "
-                                        "or a risk colour (red, amber, green, unknown)"),
+                                        "or a risk (red, amber, green, unknown, abandoned)"),
     days: int | None = Query(None, ge=-10_000, le=10_000, description="only devices with at most this many days left"),
+    filing: Filing | None = Query(None, description="the bureau's filing status of the open period"),
+    comparison: Comparison | None = Query(None, description="the bureau's comparison status of the open period"),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> list[dict[str, Any]]:
-    grouped = await _fleet(ctx, who, branch, family, status, days)
+    grouped = await _fleet(ctx, who, branch, family, status, days, filing, comparison)
     rows: list[dict[str, Any]] = grouped["devices"]
     return rows
 
 
-@router.get("/fleet", summary="Every device by branch, with the lock-date countdown and digital-invoice "
-            "confirmations beside them")
+@router.get("/fleet", summary="Every device by branch, with the lock-date countdown, the bureau's view and "
+            "digital-invoice confirmations beside them")
 async def fleet_by_branch(
     branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
     family: Family | None = Query(None, description="only this device family"),
     status: StatusFilter | None = Query(None, description="a type status (needs_report, reported, cleared) "
-                                        "or a risk colour (red, amber, green, unknown)"),
+                                        "or a risk (red, amber, green, unknown, abandoned)"),
     days: int | None = Query(None, ge=-10_000, le=10_000, description="only devices with at most this many days left"),
+    filing: Filing | None = Query(None, description="the bureau's filing status of the open period"),
+    comparison: Comparison | None = Query(None, description="the bureau's comparison status of the open period"),
     limit: int = Query(2000, ge=1, le=20_000, description="devices at most (`truncated` says when more matched)"),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> dict[str, Any]:
-    return await _fleet(ctx, who, branch, family, status, days, limit)
+    return await _fleet(ctx, who, branch, family, status, days, filing, comparison, limit)
 
 
 async def _fleet(ctx: ConsoleContext, who: Principal, branch: str | None, family: str | None, status: str | None,
-                 days: int | None, limit: int | None = None) -> dict[str, Any]:
+                 days: int | None, filing: str | None, comparison: str | None,
+                 limit: int | None = None) -> dict[str, Any]:
     visible = branch_filter(who)
     if branch is not None:
         check_branch(who, branch)
         visible = {branch}
     as_of = await ctx.db.run(fleet.today)
-    rows = [d for d in await ctx.db.run(fleet.devices, as_of, visible)
-            if fleet.matches(d, family=family, status=status, max_days=days)]
+    thresholds = ctx.settings.thresholds
+    rows = [d for d in await ctx.db.run(fleet.devices, as_of, thresholds, visible)
+            if fleet.matches(d, family=family, status=status, max_days=days, filing=filing, comparison=comparison)]
     confirmations = digital.with_countdown(await ctx.db.run(digital.list_confirmations, branch), as_of)
     if visible is not None:
         confirmations = [c for c in confirmations if c["branch_id"] in visible]
     matched = len(rows)
     if limit is not None:
         rows = rows[:limit]  # a browser is sent a page, never a whole large fleet
-    return {"today": as_of.isoformat(), "red_days": fleet.RED_DAYS, "amber_days": fleet.AMBER_DAYS,
+    # red_days/amber_days: the thresholds of shared/deadlines.py, the scheduler's escalation levels
+    return {"today": as_of.isoformat(), "red_days": thresholds.critical_days, "amber_days": thresholds.warning_days,
+            "abandoned_days": thresholds.abandoned_days,
             "branches": fleet.by_branch(rows, confirmations), "devices": rows, "matched": matched,
             "truncated": matched > len(rows)}
 
 
-async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> dict[str, Any]:
+async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str | None) -> dict[str, Any]:
     """Ask the device's gateway for the monitoring data (监控管理数据) the device holds right now."""
     if ctx.rpc is None:
         return {"available": False, "reason": "no gateway connection"}
-    started = time.perf_counter()
-    outcome = "ok"
+    if gateway_id is None:
+        return {"available": False, "reason": ErrorCode.DEVICE_OFFLINE.value,
+                "message": "No gateway has found this device yet."}
     try:
         with trio.fail_after(MONITORING_TIMEOUT):
             info = await ctx.rpc.call(COMMANDS, gateway_routing_key(gateway_id, "info"),
                                       DeviceCommand(device_id=device_id), DeviceInfo)
     except trio.TooSlowError:
-        outcome = "timeout"
         return {"available": False, "reason": ErrorCode.TIMEOUT.value}
     except ClearCardError as exc:
-        outcome = exc.code.value
         return {"available": False, "reason": exc.code.value, "message": exc.message}
-    finally:
-        metrics.GATEWAY_COMMAND.labels("info", outcome).observe(time.perf_counter() - started)
     return {"available": True, "clock": info.clock, "types": info.types, "pin_tries_left": info.pin_tries_left,
             "offline_pending": info.offline_pending, **info.monitoring.model_dump()}
 
@@ -127,7 +133,7 @@ async def device(device_id: str = Path(pattern=DEVICE_PATTERN),
         raise ClearCardError(ErrorCode.UNKNOWN_DEVICE, f"There is no device {device_id}.")
     check_branch(who, row["branch_id"])
     as_of = await ctx.db.run(fleet.today)
-    summary = next(d for d in await ctx.db.run(fleet.devices, as_of, {row["branch_id"]})
+    summary = next(d for d in await ctx.db.run(fleet.devices, as_of, ctx.settings.thresholds, {row["branch_id"]})
                    if d["device_id"] == device_id)
     return {**summary, "today": as_of.isoformat(),
             "monitoring": await _monitoring(ctx, device_id, row["gateway_id"]) if monitoring
@@ -181,7 +187,8 @@ async def digital_simulate(body: DigitalTaxpayer, ctx: ConsoleContext = Depends(
                            who: Principal = Depends(require(Can.ADMIN))) -> list[dict[str, Any]]:
     try:
         await ctx.db.run(digital.add_taxpayer, body.taxpayer_id, body.name, body.branch_id)
-        return [await ctx.db.run(digital.simulate_month, body.taxpayer_id, p) for p in body.periods]
+        return [await ctx.db.run(digital.simulate_month, body.taxpayer_id, p, ctx.settings.calendar)
+                for p in body.periods]
     except ClearCardError as exc:
         # the check character of a credit code is beyond what a schema can say: refused as asked
         raise ConsoleError(exc.code, exc.message, status=409) from None

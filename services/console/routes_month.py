@@ -22,6 +22,7 @@ class Risk(BaseModel):
     amber: int
     green: int
     unknown: int
+    abandoned: int
 
 
 class MonthCounts(BaseModel):
@@ -97,5 +98,5 @@ async def month_view(
         visible = {branch}
     today = await ctx.db.run(fleet.today)
     chosen = period or month.previous_period(today)
-    return await ctx.db.run(month.month_at_a_glance, chosen, today, visible, order=order, limit=limit,
-                            offset=offset)
+    return await ctx.db.run(month.month_at_a_glance, chosen, today, visible, thresholds=ctx.settings.thresholds,
+                            order=order, limit=limit, offset=offset)

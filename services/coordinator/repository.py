@@ -17,7 +17,7 @@ class RegisteredDevice:
     device_id: str
     branch_id: str
     family: str
-    gateway_id: str
+    gateway_id: str | None  # None: enrolled, but no gateway has seen the device yet
     taxpayer_id: str
     machine_no: int
 
@@ -36,12 +36,14 @@ class Work:
     trace_id: str
     traceparent: str | None
     branch_id: str
-    gateway_id: str
+    gateway_id: str | None  # None: no gateway has seen the device yet
     family: str
     taxpayer_id: str
     machine_no: int
     cancelled: bool = False
     writeback_started: bool = False
+    # False when the device was retired after the request was accepted: its `devices` row is gone
+    in_service: bool = True
 
 
 async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
@@ -103,8 +105,9 @@ async def accept_request(
 
 _WORK_COLUMNS = (
     "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
-    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no, r.cancelled,"
-    " d.writeback_started"
+    " r.traceparent, r.branch_id, v.gateway_id, coalesce(v.family, '') AS family,"
+    " coalesce(v.taxpayer_id, '') AS taxpayer_id, coalesce(v.machine_no, 0) AS machine_no, r.cancelled,"
+    " d.writeback_started, v.device_id IS NOT NULL AS in_service"
 )
 
 
@@ -118,7 +121,7 @@ def _work(row: asyncpg.Record) -> Work:
 async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
     rows = await conn.fetch(
         f"SELECT {_WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
-        " JOIN devices v ON v.device_id = d.device_id"
+        " LEFT JOIN devices v ON v.device_id = d.device_id"
         " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
     return [_work(r) for r in rows]
 
@@ -147,7 +150,7 @@ async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
             RETURNING d.*
         )
         SELECT {_WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
-        JOIN devices v ON v.device_id = d.device_id
+        LEFT JOIN devices v ON v.device_id = d.device_id
         """, owner, limit, float(lease))
     return [_work(r) for r in rows]
 
@@ -214,28 +217,29 @@ async def cancel_request(conn: asyncpg.Connection, request_id: str) -> tuple[boo
 async def finish_device(
     conn: asyncpg.Connection, work: Work, outcome: str, error_code: str | None,
     error_message: str | None,
-) -> list[asyncpg.Record] | None:
-    """Record a device's outcome; returns every device row if that completed the request."""
+) -> tuple[bool, list[asyncpg.Record] | None]:
+    """Record a device's outcome: (whether this call recorded it, every device row if that
+    completed the request)."""
     updated = await conn.fetchrow(
         "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
         " updated_at = now(), lease_owner = NULL, lease_until = NULL"
         " WHERE request_id = $1 AND device_id = $2 AND outcome IS NULL RETURNING 1",
         work.request_id, work.device_id, outcome, error_code, error_message)
     if updated is None:
-        return None  # already finished (a duplicate driver after a lease expiry)
+        return False, None  # already finished (a duplicate driver after a lease expiry)
     await conn.execute(
         "UPDATE devices SET last_result = $2 WHERE device_id = $1",
         work.device_id, error_code or outcome)
     request = await conn.fetchrow(
         "SELECT status FROM clear_requests WHERE request_id = $1 FOR UPDATE", work.request_id)
     if request is None or request["status"] != "running":
-        return None
+        return True, None
     rows = await conn.fetch(
         "SELECT device_id, outcome, error_code, error_message, backup_id FROM device_clears"
         " WHERE request_id = $1 ORDER BY device_id", work.request_id)
     if any(r["outcome"] is None for r in rows):
-        return None
-    return rows
+        return True, None
+    return True, rows
 
 
 async def mark_finished(conn: asyncpg.Connection, request_id: str, event: dict[str, Any]) -> None:

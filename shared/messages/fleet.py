@@ -68,6 +68,18 @@ class LockWarning(Event):
     last_result: str | None = None
 
 
+class DeviceAbandoned(Event):
+    """A device not reported for longer than the abandonment threshold (~90 days, domain.md)."""
+
+    event: Literal["device.abandoned"] = "device.abandoned"
+    device_id: str
+    branch_id: str
+    open_period: str | None = None
+    last_report: str  # YYYY-MM-DD: its latest report, or when its open period's window opened
+    days_since: int
+    lock_date: str | None = None
+
+
 FLEET_PREVIEW = "coordinator.fleet_preview"  # RPC: what a fleet clear with these filters would do
 PREVIEW_GROUPS = 500  # (branch, period) groups a preview lists; the totals always count them all
 

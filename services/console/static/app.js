@@ -9,6 +9,8 @@ const STEP_WORDS = { authorized: N_("authorized"), prechecked: N_("checked"), ba
 const FAMILY_WORDS = { ukey: N_("tax UKey"), golden_tax_disk: N_("golden tax disk"), tax_control_disk: N_("tax control disk") };
 const OUTCOME_WORDS = { cleared: N_("cleared"), already_cleared: N_("already cleared"), failed: N_("failed"), skipped: N_("skipped"),
   running: N_("in progress") };
+const BUREAU_WORDS = { filed: N_("filed"), not_filed: N_("not filed"), unknown: N_("unknown"), pass: N_("pass"),
+  fail: N_("fail"), pending: N_("pending") };
 const TYPE_STATUS_WORDS = { needs_report: N_("needs report"), reported: N_("reported"), cleared: N_("cleared") };
 // words the API sends as data (modes, confirmation and request statuses), translated where shown
 const DATA_WORDS = [N_("auto"), N_("manual"), N_("pending"), N_("confirmed"), N_("running"), N_("finished")];
@@ -133,7 +135,8 @@ function familyWords(family) {
 
 LOADERS.fleet = async function loadFleet() {
   const params = new URLSearchParams({ limit: "2000" });
-  for (const [key, id] of [["branch", "filter-branch"], ["family", "filter-family"], ["status", "filter-status"], ["days", "filter-days"]]) {
+  for (const [key, id] of [["branch", "filter-branch"], ["family", "filter-family"], ["status", "filter-status"],
+    ["days", "filter-days"], ["filing", "filter-filing"], ["comparison", "filter-comparison"]]) {
     if ($(id).value) params.set(key, $(id).value);
   }
   const fleet = await api(`/api/fleet?${params}`);
@@ -148,13 +151,20 @@ LOADERS.fleet = async function loadFleet() {
         (worst, d) => (d.days_left === b.min_days_left ? d.risk : worst), "unknown"))}</h3>
       <div class="counts"><span class="badge risk-red">${b.counts.red}</span> ${esc(t("red"))}
         <span class="badge risk-amber">${b.counts.amber}</span> ${esc(t("amber"))}
-        <span class="badge risk-green">${b.counts.green}</span> ${esc(t("green"))}</div>
+        <span class="badge risk-green">${b.counts.green}</span> ${esc(t("green"))}
+        ${b.counts.abandoned ? `<span class="badge risk-abandoned">${b.counts.abandoned}</span> ${esc(t("abandoned"))}` : ""}</div>
       ${b.devices.length ? `<table><thead><tr><th>${esc(t("Device"))}</th><th>${esc(t("Family"))}</th><th>${esc(t("Machine no."))}</th>
-        <th>${esc(t("Invoice types"))}</th><th>${esc(t("Lock date"))}</th><th>${esc(t("Days left"))}</th><th>${esc(t("Online"))}</th>
+        <th>${esc(t("Invoice types"))}</th><th>${esc(t("Lock date"))}</th><th>${esc(t("Days left"))}</th>
+        <th title="${esc(t("the bureau's view of the open period"))}">${esc(t("Filing"))}</th><th>${esc(t("Comparison"))}</th>
+        <th>${esc(t("Online"))}</th>
         <th>${esc(t("Last clear"))}</th></tr></thead><tbody>
         ${b.devices.map((d) => `<tr class="device risk-row-${esc(d.risk)}" data-device="${esc(d.device_id)}">
           <td class="mono">${esc(d.device_id)}</td><td>${esc(familyWords(d.family))}</td><td>${esc(d.machine_no)}</td>
-          <td>${typesCell(d.types)}</td><td>${esc(d.lock_date || "-")}</td><td>${countdown(d.days_left, d.risk)}</td>
+          <td>${typesCell(d.types)}</td><td>${esc(d.lock_date || "-")}</td>
+          <td>${d.abandoned ? `<span class="badge risk-abandoned" title="${esc(t("no report since {date}", { date: d.last_report }))}">${
+            esc(t("abandoned"))}</span>` : countdown(d.days_left, d.risk)}</td>
+          <td class="bureau-${esc(d.filing)}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.filing] || d.filing)) : esc(t("not due"))}</td>
+          <td class="bureau-${esc(d.comparison)}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.comparison] || d.comparison)) : "-"}</td>
           <td>${d.online ? esc(t("yes")) : esc(t("no"))}</td>
           <td>${d.last_clear ? `${esc(t(OUTCOME_WORDS[d.last_clear.outcome] || STEP_WORDS[d.last_clear.step] || d.last_clear.step))}
             ${d.last_clear.error_code ? `<span title="${esc(errorWords(d.last_clear.error_code))}">${esc(d.last_clear.error_code)}</span>` : ""}` : "-"}</td>
@@ -164,7 +174,7 @@ LOADERS.fleet = async function loadFleet() {
         <th>${esc(t("Days left"))}</th><th>${esc(t("Status"))}</th></tr></thead><tbody>
         ${b.digital.map((c) => `<tr><td>${esc(c.name)} <span class="mono">${esc(c.taxpayer_id)}</span></td><td>${esc(c.period)}</td>
           <td>${c.blue_count} / ${esc(c.blue_amount)} / ${esc(c.blue_tax)}</td><td>${c.red_count} / ${esc(c.red_amount)} / ${esc(c.red_tax)}</td>
-          <td>${esc(c.deadline)}</td><td>${c.days_left === null ? "-" : countdown(c.days_left, c.risk || "unknown")}</td>
+          <td>${esc(c.deadline)}</td><td>${c.days_left === null ? "-" : countdown(c.days_left, riskOf(c.days_left, fleet))}</td>
           <td>${c.status === "pending" && canConfirm ? `<button class="digital-confirm" data-taxpayer="${esc(c.taxpayer_id)}"
             data-period="${esc(c.period)}">${esc(t("Confirm"))}</button>` : esc(t(c.status))}</td></tr>`).join("")}</tbody></table>` : ""}
     </div>`).join("") || `<p>${esc(t("No devices match."))}</p>`;
@@ -176,6 +186,11 @@ LOADERS.fleet = async function loadFleet() {
     });
   }
 };
+
+// the server's thresholds (shared/deadlines.py): red = critical alarm, amber = warning
+function riskOf(days, fleet) {
+  return days === null ? "unknown" : days <= fleet.red_days ? "red" : days <= fleet.amber_days ? "amber" : "green";
+}
 
 const MONITORING_FIELDS = [["lock_date", N_("Lock date (开票截止日期)")], ["report_window_start", N_("Reporting window opens")],
   ["report_window_end", N_("Reporting window closes")], ["latest_report_date", N_("Latest report date")],
