@@ -163,8 +163,8 @@ LOADERS.fleet = async function loadFleet() {
           <td>${typesCell(d.types)}</td><td>${esc(d.lock_date || "-")}</td>
           <td>${d.abandoned ? `<span class="badge risk-abandoned" title="${esc(t("no report since {date}", { date: d.last_report }))}">${
             esc(t("abandoned"))}</span>` : countdown(d.days_left, d.risk)}</td>
-          <td class="bureau-${esc(d.filing)}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.filing] || d.filing)) : esc(t("not due"))}</td>
-          <td class="bureau-${esc(d.comparison)}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.comparison] || d.comparison)) : "-"}</td>
+          <td class="${d.bureau.due ? `bureau-${esc(d.filing)}` : ""}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.filing] || d.filing)) : esc(t("not due"))}</td>
+          <td class="${d.bureau.due ? `bureau-${esc(d.comparison)}` : ""}">${d.bureau.due ? esc(t(BUREAU_WORDS[d.comparison] || d.comparison)) : "-"}</td>
           <td>${d.online ? esc(t("yes")) : esc(t("no"))}</td>
           <td>${d.last_clear ? `${esc(t(OUTCOME_WORDS[d.last_clear.outcome] || STEP_WORDS[d.last_clear.step] || d.last_clear.step))}
             ${d.last_clear.error_code ? `<span title="${esc(errorWords(d.last_clear.error_code))}">${esc(d.last_clear.error_code)}</span>` : ""}` : "-"}</td>
