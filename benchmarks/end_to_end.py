@@ -56,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleetgen import Group, write_groups
 from clearcard.runtime import ALL, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared import logs
 from shared.bus.api import Bus, Delivery
 from shared.bus.rabbitmq import RabbitBus

@@ -143,8 +143,8 @@ def token_issue(
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Print a signed bearer token (one line)."""
-    from services.auth.roles import Role
-    from services.auth.tokens import KeyRing
+    from shared.authz.roles import Role
+    from shared.authz.tokens import KeyRing
 
     try:
         parsed = Role(role)

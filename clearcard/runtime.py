@@ -84,11 +84,11 @@ def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Call
 
 
 def identified(bus: Bus, name: str, settings: Settings) -> Bus:
-    """The service's own view of the bus: signs what it publishes, checks what it consumes."""
-    from services.auth.identity import IdentifiedBus, ServiceIdentity
-    from services.auth.tokens import KeyRing
+    """The service's own view of the bus: signs what it publishes with its own key, checks what it
+    consumes against shared/bus/senders.py."""
+    from shared.authz.identity import IdentifiedBus, ServiceIdentity, ServiceKeys
 
-    return IdentifiedBus(bus, ServiceIdentity(KeyRing(settings.keys_dir), name))
+    return IdentifiedBus(bus, ServiceIdentity(ServiceKeys(settings.identity_dir), name))
 
 
 def resolve(names: Sequence[str]) -> list[str]:

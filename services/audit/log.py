@@ -12,6 +12,7 @@ import trio
 
 from services.audit import checkpoint, store
 from services.audit.chain import BadRecord, ChainWalker
+from services.audit.store import AuditScope
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
@@ -136,9 +137,10 @@ async def advance_checkpoint(db: Database, settings: Settings) -> int | None:
         os.close(fd)
 
 
-async def export(db: Database, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Every record (at or after `since`), oldest first, as JSON-ready dicts (one per JSON line)."""
-    return await db.run(store.select_records, since=since)
+async def export(db: Database, since: datetime | None = None, *,
+                 scope: AuditScope | None = None) -> list[dict[str, Any]]:
+    """Every record (at or after `since`, within `scope`), oldest first, as JSON-ready dicts."""
+    return await db.run(store.select_records, since=since, scope=scope)
 
 
 async def search(
@@ -151,8 +153,9 @@ async def search(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
+    scope: AuditScope | None = None,
 ) -> list[dict[str, Any]]:
-    """Records matching every given filter (time range is [since, until)), oldest first."""
+    """Records matching every given filter (time range is [since, until)) within `scope`, oldest first."""
     return await db.run(
         store.select_records,
         request_id=request_id,
@@ -162,6 +165,7 @@ async def search(
         since=since,
         until=until,
         limit=limit,
+        scope=scope,
     )
 
 

@@ -8,7 +8,7 @@ from functools import partial
 import trio
 
 from services.audit import store
-from services.audit.log import ChainReport, advance_checkpoint, export, search, verify_chain
+from services.audit.log import AuditScope, ChainReport, advance_checkpoint, export, search, verify_chain
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
 from shared.bus.topology import AUDIT, topology_for
@@ -18,7 +18,7 @@ from shared.messages.audit import AuditRecord
 from shared.messages.codec import decode
 
 # the CLI and console import the log functions from here too
-__all__ = ["ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
+__all__ = ["AuditScope", "ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
 
 MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
 
@@ -47,6 +47,25 @@ def storable(record: AuditRecord) -> AuditRecord:
     return record
 
 
+def attested(delivery: Delivery) -> AuditRecord:
+    """The record with service, subject and time taken from the sender's verified identity.
+
+    A service vouches for what it reports, not for who it claims to be: a record naming another
+    service or subject than its signature is stored under the signature's, with the claim kept
+    in `detail.claimed` for whoever reads the log.
+    """
+    record = decode(AuditRecord, delivery.body)
+    sender = delivery.sender
+    if sender is None:
+        raise Reject("an audit record without a verified service identity")
+    subject = sender.subject if sender.subject is not None else sender.service
+    claimed = {name: value for name, value, real in (("service", record.service, sender.service),
+                                                      ("subject", record.subject, subject)) if value != real}
+    detail = {**record.detail, "claimed": claimed} if claimed else record.detail
+    return storable(record.model_copy(update={"service": sender.service, "subject": subject, "at": sender.at,
+                                              "detail": detail}))
+
+
 async def handle_record(db: Database, settings: Settings, delivery: Delivery) -> None:
     """Append one record (a redelivered record_id is stored once), then re-anchor the head."""
     if await append_record(db, delivery):
@@ -55,8 +74,7 @@ async def handle_record(db: Database, settings: Settings, delivery: Delivery) ->
 
 async def append_record(db: Database, delivery: Delivery) -> bool:
     """Append one record; False when that record_id was already stored."""
-    record = storable(decode(AuditRecord, delivery.body))
-    return await db.run(store.append_record, record) is not None
+    return await db.run(store.append_record, attested(delivery)) is not None
 
 
 class Batcher:
@@ -141,7 +159,7 @@ async def run_audit(
     batcher = Batcher(db)
 
     async def handle(delivery: Delivery) -> None:
-        if await batcher.append(storable(decode(AuditRecord, delivery.body))):
+        if await batcher.append(attested(delivery)):
             anchoring.appended()
 
     handler = traced("audit", AUDIT.name, handle)

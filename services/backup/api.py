@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,14 @@ async def verify_backup(db: Database, settings: Settings, backup_id: str) -> Bac
 
 
 def _write_restored(to_dir: Path, snapshot: dict[str, Any]) -> None:
-    to_dir.mkdir(parents=True, exist_ok=True)
+    # a taxpayer's invoices in clear: readable by this account only, never through a planted link
+    to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in ("manifest", "invoices", "monitoring", "summaries", "device_record"):
         text = json.dumps(snapshot.get(name), ensure_ascii=False, indent=2, sort_keys=True)
-        (to_dir / f"{name}.json").write_text(text + "\n", encoding="utf-8")
+        fd = os.open(to_dir / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # a file that was there before keeps no wider mode
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
 
 
 async def restore_backup(

@@ -10,10 +10,10 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from services.auth.tokens import KeyRing
 from services.console.app import create_app
 from services.console.context import ConsoleContext
 from services.console.events import EventHub
+from shared.authz import KeyRing
 from shared.bus.api import Bus
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import EXCHANGES

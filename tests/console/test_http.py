@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import trio
 
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from services.console.app import create_app
 from services.console.context import ConsoleContext
 from services.console.events import EventHub

@@ -13,8 +13,8 @@ import trio
 from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
 from services.auth.identity import HEADER, ServiceIdentity
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from services.coordinator.clock import Clock
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.ports import Ports

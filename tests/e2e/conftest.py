@@ -18,8 +18,8 @@ import trio
 
 from clearcard.follow import Followed, new_request_id, submit_and_follow
 from clearcard.runtime import ALL, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database

@@ -16,8 +16,8 @@ from clearcard.runtime import identified
 from services.audit.service import search
 from services.auth.auditing import DirectAudit
 from services.auth.revocation import revoke
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.topology import CLEAR_AUTHORIZED, CLEAR_REQUEST, COMMANDS, COORDINATOR_REQUESTS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
