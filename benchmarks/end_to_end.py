@@ -56,9 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleetgen import Group, write_groups
 from clearcard.runtime import ALL, start_services
+from shared import logs
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing
-from shared import logs
 from shared.bus.api import Bus, Delivery
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS

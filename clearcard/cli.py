@@ -288,7 +288,8 @@ def audit_export(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit chain; prints `ok N records` or names the first bad record (exit 1)."""
+    """Check the audit chain and its signed checkpoints; prints `ok N records`, or names the first
+    bad record, or says the log is not anchored (exit 1)."""
     from clearcard.runtime import infrastructure, run_async
     from services.audit.service import verify_chain
 
@@ -302,6 +303,8 @@ def audit_verify() -> None:
     if report.ok:
         out.print(f"ok {report.count} records")
         return
+    if not report.anchored:  # intact as far as it goes, but nothing signed vouches for it
+        raise _fail(f"audit log {report.describe()}")
     raise _fail(f"audit log damaged: {report.describe()}")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-import trio
 import pytest
+import trio
 
 from services.audit.log import search
 from services.auth import accounts, credentials

@@ -1,12 +1,11 @@
 """Access tokens: signed, scoped, expiring, rotatable; and the decision on a clear request."""
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import jwt
 import pytest
-
-from collections.abc import Mapping
 
 from shared.authz import Principal, action_of, permit
 from shared.authz.roles import Role

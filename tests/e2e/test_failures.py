@@ -119,7 +119,7 @@ async def test_writeback_before_the_report_is_refused(make_system: SystemFactory
     gateway is asked directly, as a confused or malicious caller would."""
     async with make_system(fleet_text(one_device())) as system:
         # an insider: a caller holding a valid service identity, so the device's own rule is what refuses
-        async with RpcClient.open(identified(system.bus, "test", system.settings), "test") as rpc:
+        async with RpcClient.open(identified(system.bus, "coordinator", system.settings), "coordinator") as rpc:
             with trio.fail_after(30):
                 challenge = await rpc.call(COMMANDS, gateway_routing_key("default", "challenge"),
                                            DeviceCommand(device_id=DEVICE), Challenge)
@@ -174,7 +174,7 @@ async def test_a_tampered_package_is_rejected_by_the_device(make_system: SystemF
 
 async def test_a_challenge_replaced_before_the_writeback_is_rejected(make_system: SystemFactory) -> None:
     async with make_system(fleet_text(one_device())) as system:
-        async with RpcClient.open(identified(system.bus, "intruder", system.settings), "intruder") as rpc:
+        async with RpcClient.open(identified(system.bus, "console", system.settings), "console") as rpc:
 
             async def rechallenge(exchange: str, routing_key: str, body: bytes) -> None:
                 # someone else asks the device for a challenge between ours and the package
