@@ -20,8 +20,8 @@ from shared.messages.codec import decode
 # the CLI and console import the log functions from here too
 __all__ = ["AuditScope", "ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
 
-MAX_RECORD_ID = 200
-ANCHOR_EVERY = 5.0  # seconds: the most that a truncation of the newest records can go unnoticed  # a btree index entry has a size limit; ids are uuids or short keys
+MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
+ANCHOR_EVERY = 5.0  # seconds: the most that a truncation of the newest records can go unnoticed
 
 _TEXT_FIELDS = ("record_id", "service", "subject", "action", "request_id", "device_id",
                 "branch_id", "outcome", "error_code", "trace_id")

@@ -266,7 +266,7 @@ async def test_a_location_that_was_away_misses_lines_and_the_other_holds_them(
     database: Database, settings: Settings
 ) -> None:
     await _fill(database, settings, 2)
-    first, second = _anchor_files(settings)
+    first, _second = _anchor_files(settings)
     kept = first.read_text()
     await _fill_from(database, settings, 3, 4)
     first.write_text(kept)  # location one missed checkpoints 3 and 4 (it was unmounted)
