@@ -51,6 +51,14 @@ def _logging(json_logs: bool = True) -> None:
     telemetry.configure_from_env()
 
 
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions inside nested exception groups (trio nurseries nest them)."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
@@ -90,6 +98,8 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     from clearcard.runtime import infrastructure, resolve, run_async, start_services
     from shared import telemetry
+    from shared.bus.api import BusError
+    from shared.db.pool import DatabaseUnavailable
 
     _logging()
     settings = _settings()
@@ -110,10 +120,15 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     nursery.cancel_scope.cancel()
                     break
 
+    failure: str | None = None
     try:
         run_async(main)
+    except* (BusError, DatabaseUnavailable) as group:  # the broker or database refused us: plain words
+        failure = "; ".join(str(e) for e in _leaves(group))
     finally:
         telemetry.shutdown()
+    if failure is not None:
+        raise _fail(failure)
 
 
 @db_app.command("migrate")

@@ -64,7 +64,7 @@ async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> 
             else:
                 from shared.bus.rabbitmq import RabbitBus
 
-                async with RabbitBus.connect(settings.amqp_url) as bus:
+                async with RabbitBus.connect(settings.amqp_url, tls=settings.tls) as bus:
                     yield bus, db
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -25,6 +26,7 @@ class ConsoleContext:
     hub: EventHub
     rpc: RpcClient | None = None  # device commands (monitoring data); None when not connected
     authorizer: Authorizer = field(init=False)  # the one decision, over `keys` and `db`
+    readings: dict[str, Any] = field(default_factory=dict)  # cached readings for scrapers (routes_ops)
 
     def __post_init__(self) -> None:
         self.authorizer = Authorizer(self.keys, self.db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.console.context import ConsoleContext, context
+from services.console.readings import CachedReading
 from shared import metrics
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import ALL_SERVICES, DEFAULT, gateway_queue
@@ -18,6 +21,8 @@ from shared.bus.topology import ALL_SERVICES, DEFAULT, gateway_queue
 router = APIRouter(tags=["operations"])
 
 READY_TIMEOUT = 3.0
+READY_EVERY = 5.0  # seconds a readiness reading is reused (services/console/readings.py)
+FLEET_EVERY = 10.0  # ... and the fleet numbers of /metrics
 # A routing key no queue has: the default exchange drops it, but the broker still confirms it,
 # which proves the connection and channel work end to end.
 PROBE_KEY = "clearcard.readyz.probe"
@@ -44,10 +49,21 @@ async def _db_ready(ctx: ConsoleContext) -> bool:
     return False
 
 
-@router.get("/readyz", summary="The broker and the database are reachable",
+async def _checks(ctx: ConsoleContext) -> dict[str, bool]:
+    return {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+
+
+def _reading(ctx: ConsoleContext, name: str, read: Callable[[], Awaitable[Any]], every: float) -> CachedReading[Any]:
+    reading = ctx.readings.get(name)
+    if reading is None:
+        reading = ctx.readings[name] = CachedReading(read, every)
+    return reading
+
+
+@router.get("/readyz", summary="The broker and the database are reachable (checked at most every 5 s)",
             responses={503: {"description": "the broker or the database is not reachable"}})
 async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
-    checks = {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+    checks = await _reading(ctx, "ready", partial(_checks, ctx), READY_EVERY).get()
     ok = all(checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready",
                          "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()}},
@@ -111,4 +127,6 @@ async def snapshot(ctx: ConsoleContext) -> metrics.FleetSnapshot:
 @router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def prometheus(ctx: ConsoleContext = Depends(context)) -> Response:
-    return Response(metrics.exposition(await snapshot(ctx)), media_type=CONTENT_TYPE_LATEST)
+    # the process's own counters are live; the fleet numbers from PostgreSQL are a cached reading
+    fleet_numbers = await _reading(ctx, "fleet", partial(snapshot, ctx), FLEET_EVERY).get()
+    return Response(metrics.exposition(fleet_numbers), media_type=CONTENT_TYPE_LATEST)
