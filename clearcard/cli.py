@@ -98,8 +98,6 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     from clearcard.runtime import infrastructure, resolve, run_async, start_services
     from shared import telemetry
-    from shared.bus.api import BusError
-    from shared.db.pool import DatabaseUnavailable
 
     _logging()
     settings = _settings()
@@ -120,15 +118,10 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     nursery.cancel_scope.cancel()
                     break
 
-    failure: str | None = None
     try:
         run_async(main)
-    except* (BusError, DatabaseUnavailable) as group:  # the broker or database refused us: plain words
-        failure = "; ".join(str(e) for e in _leaves(group))
     finally:
         telemetry.shutdown()
-    if failure is not None:
-        raise _fail(failure)
 
 
 @db_app.command("migrate")
@@ -406,5 +399,24 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _unreachable(exc: BaseException) -> str | None:
+    """What is wrong, in plain words, when the broker or database could not be reached or
+    refused us (TLS included); None for anything else."""
+    from shared.bus.api import BusError
+    from shared.db.pool import DatabaseUnavailable
+
+    leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    if leaves and all(isinstance(e, BusError | DatabaseUnavailable) for e in leaves):
+        return "; ".join(dict.fromkeys(str(e) for e in leaves))
+    return None
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # trio nurseries hand these out as (nested) exception groups
+        message = _unreachable(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"error: {message}\n")  # one line, whatever the terminal's width
+        sys.exit(1)

@@ -17,6 +17,7 @@ import trio
 
 from tests.e2e.fleets import BRANCH, two_family_fleet
 from tests.e2e.processes import cli, environment, fresh_vhost, serving
+from tests.support.postgres_tls import tls_cluster
 from tests.support.tls import TestCA, TlsProxy, server_context
 
 pytestmark = pytest.mark.rabbitmq
@@ -68,3 +69,29 @@ async def test_a_broker_certificate_from_another_ca_is_refused(tmp_path: Path, d
     text = refused.stderr.decode()
     assert "the broker's TLS certificate is not trusted" in text and "CLEARCARD_AMQP_CA" in text, text[-2000:]
     assert proxy.handshakes == 0
+
+
+@pytest.mark.postgres
+async def test_the_services_use_postgresql_over_verified_tls(tmp_path: Path) -> None:
+    """`sslmode=verify-full`: a private cluster with ssl on (only TLS connections allowed) serves
+    the migration, the services and a clear; a server certificate from another CA is refused."""
+    ca, other = TestCA(tmp_path / "ca"), TestCA(tmp_path / "other", "Someone else's CA")
+    fleet = two_family_fleet(tmp_path / "fleet.toml")
+    async with tls_cluster(ca.issue("database")) as port, fresh_vhost() as amqp:
+        def dsn(root: Path) -> str:
+            return f"postgresql://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={root}"
+
+        wrong = environment(tmp_path / "wrong", amqp, dsn(other.ca), fleet)
+        refused = await cli(wrong, "db", "migrate", check=False)
+        env = environment(tmp_path / "data", amqp, dsn(ca.ca), fleet)
+        await cli(env, "db", "migrate")
+        async with serving(env, "all", log=tmp_path / "serve.log"):
+            done = await cli(env, "clear", "--branch", BRANCH, "--period", "2026-10", "--json", check=False)
+        # whoever connected, did so over TLS (the cluster refuses anything else)
+        plain = environment(tmp_path / "plain", amqp, dsn(ca.ca).replace("verify-full", "disable"), fleet)
+        unencrypted = await cli(plain, "db", "migrate", check=False)
+    assert refused.returncode == 1
+    assert "TLS certificate is not trusted" in refused.stderr.decode(), refused.stderr.decode()[-2000:]
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert unencrypted.returncode == 1 and "no encryption" in unencrypted.stderr.decode()
