@@ -96,7 +96,7 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     import trio
 
-    from clearcard.runtime import infrastructure, resolve, run_async, start_services
+    from clearcard.runtime import connection_name, infrastructure, resolve, run_async, start_services
     from shared import telemetry
 
     _logging()
@@ -111,7 +111,8 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with infrastructure(settings) as (bus, db), trio.open_nursery() as nursery:
+            async with infrastructure(settings, name=connection_name(names)) as (bus, db), \
+                    trio.open_nursery() as nursery:
                 await start_services(nursery, names, bus, db, settings)
                 err.print(f"serving {', '.join(names)}")
                 async for _ in signals:

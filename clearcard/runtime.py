@@ -51,8 +51,15 @@ def entry(name: str) -> ServiceEntry:
     return fn
 
 
+def connection_name(names: Sequence[str]) -> str:
+    """The broker connection's name for a process serving `names`: its reply queues are
+    `<name>.reply.*`, which the service's broker account may declare (infra/rabbitmq/accounts.py)."""
+    return f"clearcard.{names[0]}" if len(names) == 1 else "clearcard"
+
+
 @asynccontextmanager
-async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[tuple[Bus, Database]]:
+async def infrastructure(settings: Settings, *, run_migrations: bool = True,
+                         name: str = "clearcard.cli") -> AsyncIterator[tuple[Bus, Database]]:
     """The bus and database for this process; needs to run inside `trio_asyncio.open_loop()`."""
     with ExitStack() as stack:
         dsn = settings.database_url or stack.enter_context(embedded_postgres(settings.data_dir))
@@ -64,7 +71,7 @@ async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> 
             else:
                 from shared.bus.rabbitmq import RabbitBus
 
-                async with RabbitBus.connect(settings.amqp_url, tls=settings.tls) as bus:
+                async with RabbitBus.connect(settings.amqp_url, name=name, tls=settings.tls) as bus:
                     yield bus, db
 
 

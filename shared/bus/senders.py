@@ -41,20 +41,21 @@ class SenderRule:
         return service in self.services
 
 
-_RPC_SERVERS = frozenset({"gateway", "backup", "authority-sim"})
-_EVENT_SOURCES = frozenset({"coordinator", "auth"})
+RPC_SERVERS = frozenset({"gateway", "backup", "authority-sim"})
+EVENT_SOURCES = frozenset({"coordinator", "auth"})  # publish on clearcard.events (and to reply_to)
 
 RULES: tuple[SenderRule, ...] = (
+    # reply queues (`<connection>.reply.<uuid>`, first: a connection may be named after its
+    # service) take RPC answers and, bound to clearcard.events, events
+    SenderRule("*.reply.*", RPC_SERVERS | EVENT_SOURCES),
+    SenderRule("amq.gen-*", RPC_SERVERS | EVENT_SOURCES),  # the in-memory bus's reply queues
     SenderRule(COORDINATOR_REQUESTS.name, frozenset({"auth"})),  # clear.authorized, after the token passed
     SenderRule(BACKUP.name, frozenset({"coordinator", "cli"})),  # backup.take; backup.schedule
     SenderRule(AUTHORITY.name, frozenset({"coordinator"})),  # the bureau's operations
     SenderRule(AUDIT.name, SERVICES, max_age=AUDIT_TTL),
     SenderRule("clearcard.gateway.*.shard.*", frozenset({"gateway"})),  # forwarded by a gateway replica
     SenderRule("clearcard.gateway.*", frozenset({"coordinator", "backup", "console"})),  # device commands
-    SenderRule("clearcard.notify", _EVENT_SOURCES),  # events: clear.finished, device.lock_warning
-    # reply queues take RPC answers and, bound to clearcard.events, events
-    SenderRule("*.reply.*", _RPC_SERVERS | _EVENT_SOURCES),
-    SenderRule("amq.gen-*", _RPC_SERVERS | _EVENT_SOURCES),  # the in-memory bus's reply queues
+    SenderRule("clearcard.notify", EVENT_SOURCES),  # events: clear.finished, device.lock_warning
 )
 
 

@@ -74,6 +74,26 @@ def test_every_topology_queue_is_defined_with_its_dead_letter_companion() -> Non
         assert bool(work.search(name)) != name.endswith(".dead")
 
 
+def test_every_service_has_its_own_broker_account_without_a_password() -> None:
+    doc = json.loads((INFRA / "rabbitmq" / "definitions.json").read_text(encoding="utf-8"))
+    users = {u["name"]: u for u in doc["users"]}
+    assert set(users) == {"clearcard-auth", "clearcard-coordinator", "clearcard-backup", "clearcard-audit",
+                          "clearcard-authority-sim", "clearcard-notify", "clearcard-console", "clearcard-cli",
+                          "clearcard-gateway-default"}
+    assert all(u["password_hash"] == "" and u["tags"] == [] for u in users.values())  # set on deployment
+    perms = {p["user"]: p for p in doc["permissions"]}
+    assert set(perms) == set(users) and all(p["vhost"] == "/" for p in perms.values())
+    topic = {(t["user"], t["exchange"]): t["write"] for t in doc["topic_permissions"]}
+    for user in users:  # an exchange without a topic permission would allow every routing key
+        assert (user, topology.COMMANDS) in topic and (user, topology.EVENTS) in topic
+    assert re.fullmatch(topic[("clearcard-coordinator", topology.COMMANDS)], "gateway.default.writeback")
+    assert not re.fullmatch(topic[("clearcard-gateway-default", topology.COMMANDS)] or "^$",
+                            "gateway.default.writeback")
+    assert topic[("clearcard-console", topology.EVENTS)] == ""
+    assert not re.fullmatch(perms["clearcard-gateway-default"]["read"], "clearcard.gateway.other")
+    assert re.fullmatch(perms["clearcard-gateway-default"]["read"], "clearcard.gateway.default.shard.3")
+
+
 @pytest.mark.rabbitmq
 async def test_rabbitmq_loads_the_definitions_and_the_services_declare_over_them() -> None:
     from shared.bus.rabbitmq import RabbitBus
@@ -84,7 +104,8 @@ async def test_rabbitmq_loads_the_definitions_and_the_services_declare_over_them
         # a world-readable file: rabbitmqctl cannot read the test's private tmp_path (and 3.10
         # does not take "-" for stdin)
         with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as defs:
-            defs.write(_generator().render(vhost=vhost))
+            # users are global objects: the shared broker gets none (test_broker_accounts makes its own)
+            defs.write(_generator().render(vhost=vhost, with_accounts=False))
             defs.flush()
             os.chmod(defs.name, 0o644)
             await trio.run_process(["rabbitmqctl", "-q", "import_definitions", defs.name],
