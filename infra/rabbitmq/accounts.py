@@ -37,6 +37,7 @@ class Account:
     replies: bool = False  # it makes reply queues (RPC calls, following events)
     publishes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # exchange -> topic patterns
     direct: bool = False  # it publishes to the default exchange (RPC answers, reply_to copies)
+    extra_exchanges: tuple[str, ...] = ()  # regexes of exchanges of its own it declares, binds and publishes to
 
     def _queues(self) -> list[str]:
         own = [*self.consumes, *(f"{q}\\.dead" for q in self.consumes)]
@@ -46,11 +47,12 @@ class Account:
 
     def permissions(self) -> dict[str, str]:
         """The configure/write/read regexes RabbitMQ matches against resource names."""
-        exchanges = [re.escape(e) for e in self.declares]
-        published = [re.escape(e) for e in self.publishes] + ([re.escape(DEFAULT_EXCHANGE)] if self.direct else [])
+        exchanges = [re.escape(e) for e in self.declares] + list(self.extra_exchanges)
+        published = ([re.escape(e) for e in self.publishes] + list(self.extra_exchanges)
+                     + ([re.escape(DEFAULT_EXCHANGE)] if self.direct else []))
         if self.consumes:  # declaring a queue with a dead-letter exchange needs write on that exchange
             published.append(re.escape(topology.DEAD_LETTERS))
-        bound = [re.escape(e) for e in self.binds_from]
+        bound = [re.escape(e) for e in self.binds_from] + list(self.extra_exchanges)
         queues = self._queues()
         return {"configure": _any_of(queues + exchanges), "write": _any_of(queues + published),
                 "read": _any_of(queues + bound)}
@@ -119,13 +121,14 @@ def accounts(gateways: list[str]) -> list[Account]:
                              replies=service in replies, publishes=_sends(service),
                              direct=service in senders.RPC_SERVERS | senders.EVENT_SOURCES | {"console"}))
     for gateway_id in gateways:
-        queue = topology.gateway_queue(gateway_id).name
-        devices = f"{queue}.devices"  # device_gateway/topology.py: the shards' consistent-hash exchange
+        # '*': one account for gateways that cannot each hold their own (a Kubernetes DaemonSet);
+        # each of them may then read the others' queues (docs/scaling.md)
+        queue = re.escape("clearcard.gateway.") + ("[^.]+" if gateway_id == "*" else re.escape(gateway_id))
+        devices = f"{queue}\\.devices"  # device_gateway/topology.py: the shards' consistent-hash exchange
         found.append(Account(
-            "gateway", f"clearcard-gateway-{gateway_id}", consumes=(re.escape(queue), re.escape(queue) + r"\.shard\.\d+"),
-            declares=(topology.COMMANDS, topology.EVENTS, topology.DEAD_LETTERS, devices),
-            binds_from=(topology.COMMANDS, topology.DEAD_LETTERS, devices),
-            publishes={**_sends("gateway"), devices: ()}, direct=True))
+            "gateway", "clearcard-gateways" if gateway_id == "*" else f"clearcard-gateway-{gateway_id}",
+            consumes=(queue, queue + r"\.shard\.\d+"), binds_from=(topology.COMMANDS, topology.DEAD_LETTERS),
+            extra_exchanges=(devices,), publishes=_sends("gateway"), direct=True))
     return found
 
 

@@ -58,7 +58,7 @@ def all_queues(gateways: list[str]) -> list[topology.QueueSpec]:
         for spec in candidates:
             if isinstance(spec, topology.QueueSpec) and spec not in found:
                 found.append(spec)
-    for gateway_id in gateways:
+    for gateway_id in (g for g in gateways if g != "*"):  # '*' is an account for many, not a queue
         spec = topology.gateway_queue(gateway_id)
         if spec not in found:
             found.append(spec)
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare with the committed file")
     parser.add_argument("--vhost", default="/")
-    parser.add_argument("--gateway", action="append", help="a deployed gateway id; repeatable")
+    parser.add_argument("--gateway", action="append",
+                        help="a deployed gateway id (its queue and broker account); repeatable; '*' = one "
+                             "account for every gateway (a Kubernetes DaemonSet)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     text = render(args.vhost, args.gateway)

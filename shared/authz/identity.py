@@ -58,6 +58,10 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class IdentityKeyMissing(Exception):
+    """This host has no private key for a service it runs (and cannot make one)."""
+
+
 class ServiceKeys:
     """One Ed25519 key pair per service in one folder: `<service>.key` (private, mode 0600) and
     `<service>.pub` (raw 32 bytes). Every host needs every service's `.pub`, and only its own
@@ -97,9 +101,14 @@ class ServiceKeys:
         key = self._private.get(service)
         if key is None:
             path = self.folder / f"{self.check_name(service)}.key"
-            if not path.exists():
-                self.create(service)
-            key = self._private[service] = Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+            try:
+                if not path.exists():
+                    self.create(service)
+                key = self._private[service] = Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise IdentityKeyMissing(
+                    f"no usable identity key for service {service!r} in {self.folder} ({exc}); make one with "
+                    "`clearcard identity keygen` and deploy it (docs/scaling.md)") from exc
         return key
 
     def public(self, service: str, *, recheck: bool = False) -> Ed25519PublicKey | None:

@@ -143,7 +143,7 @@ def test_the_compose_stack_is_complete_and_consistent() -> None:
     doc = _compose()
     services: dict[str, Any] = doc["services"]
     declared_volumes = set(doc.get("volumes") or {})
-    for name in ["rabbitmq", "postgres", "otel-collector", "jaeger", "prometheus", "grafana", "migrate", *SERVICES]:
+    for name in ["rabbitmq", "rabbitmq-accounts", "postgres", "otel-collector", "jaeger", "prometheus", "grafana", "migrate", *SERVICES]:
         assert name in services, name
     for name, service in services.items():
         assert service.get("image") or service.get("build"), name
@@ -173,8 +173,18 @@ def test_the_compose_stack_is_complete_and_consistent() -> None:
     assert "8080:8080" in services["console"]["ports"]
     env = dict(line.split("=", 1) for line in (INFRA / "clearcard.env").read_text().splitlines()
                if line and not line.startswith("#"))
-    assert env["CLEARCARD_AMQP_URL"].startswith("amqp://") and "@rabbitmq:5672" in env["CLEARCARD_AMQP_URL"]
-    assert "@postgres:5432/" in env["CLEARCARD_DATABASE_URL"]
+    assert "CLEARCARD_AMQP_URL" not in env  # one broker account per service
+    for name in SERVICES:
+        url = services[name]["environment"]["CLEARCARD_AMQP_URL"]
+        account = "gateway-default" if name == "gateway" else name
+        assert url.startswith(f"amqps://clearcard-{account}:") and "@rabbitmq:5671/" in url, url
+        assert '"clearcard-$$account"' in services["rabbitmq-accounts"]["command"][0] and account in \
+            services["rabbitmq-accounts"]["command"][0]
+    assert "@postgres:5432/" in env["CLEARCARD_DATABASE_URL"] and "sslmode=verify-full" in env["CLEARCARD_DATABASE_URL"]
+    assert env["CLEARCARD_AMQP_CA"].startswith("/etc/clearcard/tls/")
+    assert services["console"]["environment"]["CLEARCARD_HTTP_CERT"].startswith("/etc/clearcard/tls/")
+    conf = (INFRA / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "listeners.tcp = none" in conf and "listeners.ssl.default = 5671" in conf
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     plugins = (INFRA / "rabbitmq" / "enabled_plugins").read_text()
     assert "rabbitmq_management" in plugins and "rabbitmq_consistent_hash_exchange" in plugins
@@ -292,8 +302,23 @@ def test_the_manifests_reference_each_other_consistently() -> None:
     assert port["targetPort"] in {p["name"] for p in container["ports"]}
     config = by_kind["ConfigMap"]["clearcard-config"]["data"]
     secrets = by_kind["Secret"]["clearcard-secrets"]["stringData"]
-    assert {"CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL"} <= set(secrets)
+    assert {"CLEARCARD_DATABASE_URL"} <= set(secrets) and "sslmode=verify-full" in secrets["CLEARCARD_DATABASE_URL"]
     assert "CLEARCARD_BACKUP_DIRS" in config and not {"CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL"} & set(config)
+    broker = by_kind["Secret"]["clearcard-broker"]["stringData"]
+    for service in SERVICES:  # its own broker account, its own identity key, the CA
+        spec = workloads[f"clearcard-{service}"]["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        [url] = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "CLEARCARD_AMQP_URL"]
+        key = "gateways" if service == "gateway" else service
+        assert url == {"name": "clearcard-broker", "key": key} and broker[key].startswith("amqps://")
+        [identity] = [v for v in spec["volumes"] if v["name"] == "identity"]
+        sources = identity["projected"]["sources"]
+        assert sources[0]["configMap"]["name"] in by_kind["ConfigMap"]
+        assert sources[1]["secret"]["name"] == f"clearcard-identity-{service}" in by_kind["Secret"]
+        assert {"tls", "identity"} <= {m["name"] for m in container["volumeMounts"]}
+    audit_mounts = {m["mountPath"] for m in workloads["clearcard-audit"]["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"]}
+    assert {"/backups/a", "/backups/b"} <= audit_mounts  # the audit anchors live in the backup locations
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -317,7 +342,9 @@ def test_one_systemd_unit_per_service_running_clearcard_serve() -> None:
         exec_start = unit["Service"]["ExecStart"].split()
         assert exec_start[0].startswith("/") and Path(exec_start[0]).name == "clearcard", path.name
         assert exec_start[1:] == ["serve", service], path.name
-        assert unit["Service"]["EnvironmentFile"] == "/etc/clearcard/clearcard.env"
+        text = path.read_text(encoding="utf-8")
+        assert "EnvironmentFile=/etc/clearcard/clearcard.env\n" in text
+        assert f"EnvironmentFile=-/etc/clearcard/clearcard-{service}.env\n" in text  # its own broker account
         assert unit["Service"]["Restart"] == "on-failure" and unit["Install"]["WantedBy"]
     example = (INFRA / "systemd" / "clearcard.env.example").read_text()
     for variable in ("CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL", "CLEARCARD_BACKUP_DIRS"):
