@@ -66,4 +66,5 @@ def list_keys(
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     for row in rows:
-        sys.stdout.write(f"{row['service']:<16} {row['fingerprint']}  {'private key here' if row['private_key_here'] else ''}\n")
+        here = "private key here" if row["private_key_here"] else ""
+        sys.stdout.write(f"{row['service']:<16} {row['fingerprint']}  {here}\n")

@@ -143,7 +143,8 @@ def test_the_compose_stack_is_complete_and_consistent() -> None:
     doc = _compose()
     services: dict[str, Any] = doc["services"]
     declared_volumes = set(doc.get("volumes") or {})
-    for name in ["rabbitmq", "rabbitmq-accounts", "postgres", "otel-collector", "jaeger", "prometheus", "grafana", "migrate", *SERVICES]:
+    for name in ["rabbitmq", "rabbitmq-accounts", "postgres", "otel-collector", "jaeger", "prometheus", "grafana",
+                 "migrate", *SERVICES]:
         assert name in services, name
     for name, service in services.items():
         assert service.get("image") or service.get("build"), name
