@@ -194,7 +194,7 @@ def status(
     branch: Annotated[str | None, typer.Option(help="Only this branch.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every device with its per-type status, lock date and days left."""
+    """Every device: per-type status, lock date, days left, risk, and the bureau's filing and comparison."""
     from clearcard.runtime import infrastructure, run_async
     from clearcard.status_command import device_status, render_status
 
@@ -202,7 +202,7 @@ def status(
 
     async def main() -> list[dict[str, Any]]:
         async with infrastructure(settings) as (_, db):
-            return await device_status(db, branch)
+            return await device_status(db, settings, branch)
 
     rows = run_async(main)
     if as_json:
@@ -388,7 +388,7 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, fleet, identity, notify, user
+    from clearcard.commands import audit_review, backup_admin, calendar, fleet, identity, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
@@ -396,6 +396,7 @@ def _register_subcommands() -> None:
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
     app.add_typer(identity.app, name="identity")
+    app.add_typer(calendar.app, name="calendar")
 
 
 _register_subcommands()

@@ -5,6 +5,7 @@ Handlers take one typed command; the state they need lives on the devices and in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,6 +23,7 @@ from device_gateway.repository import (
     record_online,
     record_seen,
 )
+from shared import metrics
 from shared.bus.rpc import Operation
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -85,17 +87,25 @@ class Gateway:
             raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
                                  f"device {device_id} is not served by gateway {self.gateway_id}")
         seconds = self.writeback_timeout if label == "writeback" else self.command_timeout
+        started, outcome = time.perf_counter(), "interrupted"
         try:
             with trio.fail_after(seconds):
-                return await actor.call(label, work)
+                result = await actor.call(label, work)
+            outcome = "ok"
+            return result
         except trio.TooSlowError:
+            outcome = ErrorCode.TIMEOUT.value
             raise ClearCardError(ErrorCode.TIMEOUT,
                                  f"device {device_id} did not finish {label} within {seconds:g} s") from None
         except ClearCardError as exc:
+            outcome = exc.code.value
             if exc.code is ErrorCode.DEVICE_OFFLINE:
                 self._recorded.pop(device_id, None)
                 await self._registry(record_online, [device_id], False)
             raise
+        finally:
+            # the gateway's own view: waiting for the device's turn plus the device's work
+            metrics.GATEWAY_COMMAND.labels(label, outcome).observe(time.perf_counter() - started)
 
     async def _registry(self, fn: Callable[..., object], *args: object) -> None:
         """Update the registry; it mirrors the devices, so a failure is logged, not answered."""

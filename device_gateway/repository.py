@@ -49,12 +49,14 @@ async def record_info(conn: asyncpg.Connection, info: DeviceInfo) -> None:
         """
         UPDATE devices SET type_status = $2::jsonb, open_period = $3, lock_date = $4,
                pin_tries_left = $5, offline_pending = $6, invoice_types = $7,
+               latest_report_date = coalesce($8, latest_report_date),
                online = true, last_seen = now(), updated_at = now()
         WHERE device_id = $1
         """,
         info.device_id, json.dumps(info.types), info.open_period,
         date.fromisoformat(info.monitoring.lock_date), info.pin_tries_left, info.offline_pending,
         sorted(info.types),
+        date.fromisoformat(info.monitoring.latest_report_date) if info.monitoring.latest_report_date else None,
     )
 
 

@@ -62,8 +62,8 @@ async def run_gateway(
     servers = env.usbip_servers if usbip_servers is None else tuple(usbip_servers)
     fleet = load_fleet(settings.fleet_file) if settings.fleet_file else Fleet(clock=None, devices=())
     store = EmulatorStore(settings.emulator_dir)
-    states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
-    local = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC), settings.calendar)
+    local = EmulatedBackend(store, [states[d.id] for d in fleet.devices], calendar=settings.calendar)
     backend: Any = local
     remote: Any = None
     if servers:

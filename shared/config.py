@@ -7,6 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.deadlines import Thresholds
+from shared.tax_calendar import DEFAULT as DEFAULT_CALENDAR
+from shared.tax_calendar import TaxCalendar, load_calendar
+
 DEFAULT_HTTP = "127.0.0.1:8080"
 
 
@@ -54,6 +58,8 @@ class Settings:
     restore_dir: Path | None = None  # CLEARCARD_RESTORE_ROOT
     anchor_dirs: tuple[Path, ...] = ()  # CLEARCARD_AUDIT_ANCHORS
     identity_keys_dir: Path | None = None  # CLEARCARD_IDENTITY_DIR
+    calendar: TaxCalendar = DEFAULT_CALENDAR  # CLEARCARD_TAX_CALENDAR: deadlines and lock dates
+    thresholds: Thresholds = field(default_factory=Thresholds)  # lock-date warnings, colours
 
     @property
     def embedded_bus(self) -> bool:
@@ -124,6 +130,10 @@ class Settings:
             restore_dir=path("CLEARCARD_RESTORE_ROOT"),
             anchor_dirs=tuple(Path(p).absolute() for p in anchors.split(":") if p.strip()) if anchors else (),
             identity_keys_dir=path("CLEARCARD_IDENTITY_DIR"),
+            # a bad calendar stops every command and service with the file and line named
+            calendar=load_calendar(calendar_file) if (calendar_file := get("CLEARCARD_TAX_CALENDAR"))
+            else DEFAULT_CALENDAR,
+            thresholds=Thresholds.from_env(env),
         )
 
 

@@ -41,7 +41,10 @@ class FleetDevice(BaseModel):
     clock_skew_seconds: int = 0
     latency_ms: int = Field(default=0, ge=0, le=600_000)
     declared: bool = True
-    comparison: Literal["pass", "fail"] = "pass"
+    comparison: Literal["pass", "fail", "pending"] = "pass"
+    # with comparison = "pending": minutes after the summary's report until the bureau's
+    # comparison passes by itself (0 = at once); omitted = 30; -1 = stays pending until changed
+    comparison_pending_minutes: int = Field(default=30, ge=-1, le=60 * 24 * 60)
 
     @field_validator("taxpayer_id")
     @classmethod

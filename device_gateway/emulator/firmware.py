@@ -20,7 +20,6 @@ from device_gateway.emulator.clock import (
     LOCK_DATE_SLACK,
     WRITEBACK_TIME_TOLERANCE,
     clock_abnormal,
-    default_lock_date,
     device_now,
     next_period,
     parse_instant,
@@ -30,6 +29,7 @@ from device_gateway.emulator.clock import (
 from device_gateway.emulator.invoices import build_summary, period_invoices, signed_summary
 from device_gateway.emulator.state import DeviceState, ReportEntry, TypeState, WritebackEntry
 from device_gateway.protocol import Command, Status
+from shared.tax_calendar import DEFAULT, TaxCalendar
 from shared.writeback_package import PackageInvalid, emulated_device_key, open_sealed
 
 # Fields a write-back package carries both in clear and sealed; the sealed copy must agree.
@@ -64,6 +64,7 @@ class _Context:
     state: DeviceState
     now: datetime
     random_bytes: Callable[[int], bytes]
+    calendar: TaxCalendar = DEFAULT
     changed: bool = field(default=False)
 
     @property
@@ -77,9 +78,13 @@ def run_command(
     request: dict[str, Any],
     wall_now: datetime,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    calendar: TaxCalendar = DEFAULT,
 ) -> Outcome:
-    """Execute one command against the device state; never raises on bad input."""
-    ctx = _Context(state, device_now(state.clock_base, state.wall_base, wall_now), random_bytes)
+    """Execute one command against the device state; never raises on bad input.
+
+    The tax calendar gives the reporting window's end and the lock date a clear moves to.
+    """
+    ctx = _Context(state, device_now(state.clock_base, state.wall_base, wall_now), random_bytes, calendar)
     try:
         handler = _HANDLERS[Command(command)]
     except ValueError:
@@ -115,10 +120,11 @@ def is_locked(state: DeviceState, today: date) -> bool:
     return today > lock_date(state)
 
 
-def device_info(state: DeviceState, now: datetime) -> dict[str, Any]:
+def device_info(state: DeviceState, now: datetime, calendar: TaxCalendar = DEFAULT) -> dict[str, Any]:
     """What INFO answers: DeviceInfo fields plus the device's own health flags."""
     today = now.date()
     lock = lock_date(state)
+    window_end = calendar.deadline(state.open_period).isoformat()
     latest = max((r.at for r in state.reports), default=None)
     return {
         "device_id": state.device_id,
@@ -133,9 +139,9 @@ def device_info(state: DeviceState, now: datetime) -> dict[str, Any]:
         "monitoring": {
             "lock_date": lock.isoformat(),
             "report_window_start": window_start(state.open_period).isoformat(),
-            "report_window_end": default_lock_date(state.open_period).isoformat(),
+            "report_window_end": window_end,
             "latest_report_date": latest[:10] if latest else None,
-            "upload_deadline": default_lock_date(state.open_period).isoformat(),
+            "upload_deadline": window_end,
             "single_invoice_limit": "1000000.00",
             "positive_cumulative_limit": "50000000.00",
             "negative_cumulative_limit": "5000000.00",
@@ -189,7 +195,7 @@ def _stored_summary(state: DeviceState, period: str, invoice_type: str) -> dict[
 
 
 def _info(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
-    return device_info(ctx.state, ctx.now)
+    return device_info(ctx.state, ctx.now, ctx.calendar)
 
 
 def _verify_pin(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +223,7 @@ def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
         raise DeviceRefusal(Status.NOT_IN_WINDOW, f"period {period} is not closed on the device")
     invoices = [inv.as_dict() for t in types for inv in period_invoices(state, period, t)]
     summaries = [_stored_summary(state, period, t) or build_summary(state, period, t) for t in types]
-    return {"info": device_info(state, ctx.now), "invoices": invoices, "summaries": summaries}
+    return {"info": device_info(state, ctx.now, ctx.calendar), "invoices": invoices, "summaries": summaries}
 
 
 def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -361,7 +367,7 @@ def _apply(ctx: _Context, package_id: str, sealed: dict[str, Any]) -> dict[str, 
             raise DeviceRefusal(Status.NOT_REPORTED, f"no summary reported for types {missing}")
         already = [t for t in types if status[t] == 2]
         due = [t for t in types if status[t] == 1]
-    next_lock = default_lock_date(next_period(period))
+    next_lock = ctx.calendar.next_lock_date(period)
     try:
         offered = date.fromisoformat(str(sealed.get("next_lock_date")))
     except ValueError:

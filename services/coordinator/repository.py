@@ -214,28 +214,29 @@ async def cancel_request(conn: asyncpg.Connection, request_id: str) -> tuple[boo
 async def finish_device(
     conn: asyncpg.Connection, work: Work, outcome: str, error_code: str | None,
     error_message: str | None,
-) -> list[asyncpg.Record] | None:
-    """Record a device's outcome; returns every device row if that completed the request."""
+) -> tuple[bool, list[asyncpg.Record] | None]:
+    """Record a device's outcome: (whether this call recorded it, every device row if that
+    completed the request)."""
     updated = await conn.fetchrow(
         "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
         " updated_at = now(), lease_owner = NULL, lease_until = NULL"
         " WHERE request_id = $1 AND device_id = $2 AND outcome IS NULL RETURNING 1",
         work.request_id, work.device_id, outcome, error_code, error_message)
     if updated is None:
-        return None  # already finished (a duplicate driver after a lease expiry)
+        return False, None  # already finished (a duplicate driver after a lease expiry)
     await conn.execute(
         "UPDATE devices SET last_result = $2 WHERE device_id = $1",
         work.device_id, error_code or outcome)
     request = await conn.fetchrow(
         "SELECT status FROM clear_requests WHERE request_id = $1 FOR UPDATE", work.request_id)
     if request is None or request["status"] != "running":
-        return None
+        return True, None
     rows = await conn.fetch(
         "SELECT device_id, outcome, error_code, error_message, backup_id FROM device_clears"
         " WHERE request_id = $1 ORDER BY device_id", work.request_id)
     if any(r["outcome"] is None for r in rows):
-        return None
-    return rows
+        return True, None
+    return True, rows
 
 
 async def mark_finished(conn: asyncpg.Connection, request_id: str, event: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ state, its `clear.progress` event and its audit record commit in one transaction
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +18,13 @@ import structlog
 import trio
 from opentelemetry.trace import SpanKind
 
-from services.coordinator import outbox
+from services.coordinator import bureau_view, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
-from shared import telemetry
+from shared import metrics, telemetry
 from shared.bus.api import Bus, BusError
 from shared.db import Database
 from shared.db.pool import DatabaseUnavailable
@@ -151,7 +152,7 @@ class Runner:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
                 try:
-                    result = await STEP_EFFECTS[step](self._ports, work, state)
+                    result = await self._step(step, work, state)
                 except _INFRA as exc:
                     log.warning("step interrupted by infrastructure; retrying", step=step.value, error=repr(exc))
                     await trio.sleep(1.0)
@@ -172,6 +173,14 @@ class Runner:
         else:
             await self._finish(work, Outcome.CLEARED, None)
 
+    async def _step(self, step: Step, work: repo.Work, state: dict[str, Any]) -> Any:
+        """One step's effect, timed (`clearcard_step_duration_seconds`) however it ends."""
+        started = time.perf_counter()
+        try:
+            return await STEP_EFFECTS[step](self._ports, work, state)
+        finally:
+            metrics.STEP_DURATION.labels(step.value).observe(time.perf_counter() - started)
+
     async def _retrying(self, fn: Any, *args: Any) -> Any:
         """Run a database unit until the database answers (a restart is only a delay)."""
         delay = 0.2
@@ -188,6 +197,8 @@ class Runner:
 
         async def unit(conn: asyncpg.Connection) -> bool:
             cancelled = await repo.save_step(conn, work, step.value, state, backup_id, self.config.lease_seconds)
+            if step is Step.DECLARATION_CHECKED:
+                await bureau_view.record_state(conn, work.device_id, work.period, state)
             await outbox.stage(conn, work.request_id, messages)
             return cancelled
 
@@ -204,12 +215,13 @@ class Runner:
             outcome=outcome.value, error_code=error.code if error else None,
             detail={"failed_at": step.value} if error and step else {})
 
-        async def unit(conn: asyncpg.Connection) -> None:
-            rows = await repo.finish_device(conn, work, outcome.value, error.code if error else None,
-                                            error.message if error else None)
+        async def unit(conn: asyncpg.Connection) -> bool:
+            recorded, rows = await repo.finish_device(conn, work, outcome.value, error.code if error else None,
+                                                      error.message if error else None)
+            await bureau_view.record_refusal(conn, work.device_id, work.period, error.code if error else None)
             if rows is None:
                 await outbox.stage(conn, work.request_id, [device_audit])
-                return
+                return recorded
             event = finished_event(work.request_id, work.trace_id, rows)
             await repo.mark_finished(conn, work.request_id, event.model_dump(mode="json"))
             request = await repo.find_request(conn, work.request_id)
@@ -223,8 +235,11 @@ class Runner:
                 *outbox.event(event, message_id=f"event:clear.finished:{work.request_id}", reply_to=request["reply_to"],
                               correlation_id=request["correlation_id"]),
             ])
+            return recorded
 
-        await self._retrying(self._db.run, unit)
+        if await self._retrying(self._db.run, unit):
+            metrics.DEVICE_CLEARS.labels(outcome.value, error.code if error else "").inc()
+            metrics.flushed_soon()
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
 

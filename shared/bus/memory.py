@@ -197,3 +197,7 @@ class MemoryBus:
     def depth(self, queue: str) -> int:
         """Messages waiting in a queue (tests and metrics)."""
         return self._queues[queue].depth()
+
+    async def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each existing queue (as RabbitBus.queue_depths)."""
+        return {name: self._queues[name].depth() for name in queues if name in self._queues}

@@ -198,6 +198,25 @@ class RabbitBus:
             finally:
                 publisher.forget(tag)
 
+    async def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages ready in each existing queue (a passive declare per queue; missing ones left out)."""
+        link = self._current_link()
+        depths: dict[str, int] = {}
+        channel: Channel | None = None
+        try:
+            for name in queues:
+                if channel is None or not channel.is_open:
+                    channel = await link.open_channel()
+                try:
+                    frame = await channel.call(channel.pika.queue_declare, name, passive=True)
+                except BusError:
+                    continue  # 404: the queue does not exist (its channel is closed; the next opens anew)
+                depths[name] = int(frame.method.message_count)
+        finally:
+            if channel is not None:
+                channel.close()
+        return depths
+
     async def consume(
         self,
         queue: str,

@@ -18,6 +18,7 @@ import structlog
 import trio
 from pydantic import BaseModel
 
+from shared import metrics
 from shared.bus.api import Bus, BusError, Delivery, Handler
 from shared.bus.middleware import traced
 from shared.bus.topology import DEFAULT
@@ -79,6 +80,7 @@ class RpcClient:
     ) -> R:
         """Send one command and return its decoded result; a refusal raises ClearCardError."""
         correlation_id = uuid.uuid4().hex
+        metrics.RPC_CALLS.labels(routing_key.rsplit(".", 1)[-1]).inc()
         send, receive = trio.open_memory_channel[Reply](1)
         self._pending[correlation_id] = send
         try:
