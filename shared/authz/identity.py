@@ -79,21 +79,33 @@ class ServiceKeys:
         return service
 
     def create(self, service: str) -> bool:
-        """Make `service`'s key pair unless it exists; True if it was made."""
+        """Make `service`'s key pair unless it exists; True if it was made.
+
+        Two replicas starting at once may both try: the key is written to a file of its own and
+        linked into place, so the loser finds the winner's key complete and keeps it.
+        """
         self.check_name(service)
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.folder / f"{service}.key"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if path.exists():
             return False
         key = Ed25519PrivateKey.generate()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(key.private_bytes_raw())
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
         public = self.folder / f"{service}.pub"
-        tmp = public.with_name(f".{public.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(key.public_key().public_bytes_raw())
-        os.replace(tmp, public)
+        staged = public.with_name(f".{public.name}.{os.getpid()}.tmp")
+        staged.write_bytes(key.public_key().public_bytes_raw())
+        os.replace(staged, public)
         return True
 
     def private(self, service: str) -> Ed25519PrivateKey:
@@ -124,6 +136,13 @@ class ServiceKeys:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             key = Ed25519PublicKey.from_public_bytes(path.read_bytes())
+        except FileNotFoundError:
+            # a service on this host may have just made its pair: its .pub follows its .key
+            try:
+                return Ed25519PrivateKey.from_private_bytes(
+                    (self.folder / f"{service}.key").read_bytes()).public_key()
+            except (OSError, ValueError):
+                return cached[1] if cached else None
         except (OSError, ValueError):
             return cached[1] if cached else None
         self._public[service] = (stamp, key)

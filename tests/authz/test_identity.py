@@ -147,3 +147,27 @@ def test_the_senders_table_names_known_services_and_every_declared_queue() -> No
                   "clearcard.gateway.default.shard.3", "clearcard.notify", "clearcard.reply.abc", "amq.gen-x"):
         assert rule_for(queue) is not None, queue
     assert rule_for("clearcard.gateway.default.shard.3").services == {"gateway"}  # type: ignore[union-attr]
+
+
+def test_replicas_making_the_same_key_at_once_end_with_one(tmp_path: Path) -> None:
+    import threading
+
+    folder = tmp_path / "services"
+    seen: list[bytes] = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        keys = ServiceKeys(folder)
+        barrier.wait()
+        seen.append(keys.private("coordinator").private_bytes_raw())
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 1 and len(seen) == 8
+    assert sorted(p.name for p in folder.iterdir()) == ["coordinator.key", "coordinator.pub"]
+    public = ServiceKeys(folder).public("coordinator")
+    assert public is not None and public.public_bytes_raw() == ServiceKeys(folder).private(
+        "coordinator").public_key().public_bytes_raw()

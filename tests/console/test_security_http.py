@@ -104,6 +104,7 @@ async def test_a_branch_scoped_auditor_reads_only_its_branches_records(system: C
         exported = [line for line in (await http.get("/api/audit/export")).text.splitlines() if "test.scoped" in line]
         assert (await http.get("/api/audit", params={"branch_id": "beijing-haidian"})).status_code == 403
         assert (await http.get("/api/audit/verify")).status_code == 403  # the whole chain spans every branch
+        assert (await http.get("/api/backups")).status_code == 403  # auditors read the log, not backups
     assert seen == ["scoped-0", "scoped-2"]  # its branch, and a device of its branch
     assert len(exported) == 2
     async with system.client(Role.AUDITOR) as http:
