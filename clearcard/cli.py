@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from clearcard.startup import configured
 from shared.config import Settings
 
 app = typer.Typer(help="ClearCard: fleet-wide report-and-clear (抄报清卡) of VAT tax-control devices.",
@@ -82,7 +83,7 @@ def demo() -> None:
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = run_async(lambda: run_demo(settings, out))
+        code = configured(lambda: run_async(lambda: run_demo(settings, out)), err)
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -120,7 +121,7 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     break
 
     try:
-        run_async(main)
+        configured(lambda: run_async(main), err)
     finally:
         telemetry.shutdown()
 
@@ -388,7 +389,7 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, calendar, fleet, identity, notify, user
+    from clearcard.commands import audit_review, backup_admin, calendar, device, fleet, identity, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
@@ -397,6 +398,7 @@ def _register_subcommands() -> None:
     app.add_typer(fleet.app, name="fleet")
     app.add_typer(identity.app, name="identity")
     app.add_typer(calendar.app, name="calendar")
+    app.add_typer(device.app, name="device")
 
 
 _register_subcommands()

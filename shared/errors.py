@@ -98,3 +98,10 @@ class ClearCardError(Exception):
     @property
     def transient(self) -> bool:
         return self.code in TRANSIENT
+
+
+class ConfigurationError(Exception):
+    """The installation cannot start as configured; the message says what to change.
+
+    `clearcard serve` and `clearcard demo` print it as one line and exit 2, without a traceback.
+    """

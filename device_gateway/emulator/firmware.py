@@ -26,7 +26,12 @@ from device_gateway.emulator.clock import (
     parse_period,
     window_start,
 )
-from device_gateway.emulator.invoices import build_summary, period_invoices, signed_summary
+from device_gateway.emulator.invoices import (
+    build_summary,
+    invoice_book,
+    iter_invoices,
+    signed_summary,
+)
 from device_gateway.emulator.state import DeviceState, ReportEntry, TypeState, WritebackEntry
 from device_gateway.protocol import Command, Status
 from shared.tax_calendar import DEFAULT, TaxCalendar
@@ -38,6 +43,8 @@ PACKAGE_FIELDS = ("package_id", "device_id", "taxpayer_id", "machine_no", "perio
 # Offline limits (离线开票总金额): offline invoices beyond this total cannot be uploaded by the
 # device; the invoices stay pending and the device cannot report until the tax office acts.
 OFFLINE_AMOUNT_LIMIT = Decimal("500000.00")
+# Invoices in one READ_INVOICES answer at most (the host asks for fewer or as many).
+MAX_PAGE_INVOICES = 200
 # Families that need a clock calibration block written before the clear block.
 NEEDS_CLOCK_BLOCK = frozenset({"tax_control_disk"})
 
@@ -215,15 +222,40 @@ def _verify_pin(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
                         pin_tries_left=state.pin_tries_left)
 
 
-def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
-    state = ctx.state
-    _require_pin_usable(state)
-    period, types = _period(request), _types(state, request)
-    if period > state.open_period:
+def _readable_period(ctx: _Context, request: dict[str, Any]) -> str:
+    _require_pin_usable(ctx.state)
+    period = _period(request)
+    if period > ctx.state.open_period:
         raise DeviceRefusal(Status.NOT_IN_WINDOW, f"period {period} is not closed on the device")
-    invoices = [inv.as_dict() for t in types for inv in period_invoices(state, period, t)]
+    return period
+
+
+def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
+    """The period without its invoices: info, summaries and how many invoices each type holds."""
+    state = ctx.state
+    period = _readable_period(ctx, request)
+    types = _types(state, request)
     summaries = [_stored_summary(state, period, t) or build_summary(state, period, t) for t in types]
-    return {"info": device_info(state, ctx.now, ctx.calendar), "invoices": invoices, "summaries": summaries}
+    counts = {t: invoice_book(state, period, t).count for t in types}
+    return {"info": device_info(state, ctx.now, ctx.calendar), "summaries": summaries, "invoice_counts": counts}
+
+
+def _read_invoices(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
+    """One page of one type's invoices; the cursor is the next invoice's index, in decimal."""
+    state = ctx.state
+    period = _readable_period(ctx, request)
+    [invoice_type] = _types(state, {"invoice_types": [request["invoice_type"]]})
+    cursor, limit = request.get("cursor"), request.get("limit", MAX_PAGE_INVOICES)
+    if cursor is not None and not (isinstance(cursor, str) and cursor.isdigit() and len(cursor) <= 9):
+        raise DeviceRefusal(Status.BAD_REQUEST, f"cursor {cursor!r} was not given by this device")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_INVOICES:
+        raise DeviceRefusal(Status.BAD_REQUEST, f"limit must be 1 to {MAX_PAGE_INVOICES}")
+    book = invoice_book(state, period, invoice_type)
+    start = int(cursor or 0)
+    stop = min(start + limit, book.count)
+    invoices = [inv.as_dict() for inv in iter_invoices(book, start, stop)]
+    return {"invoice_type": invoice_type, "invoices": invoices,
+            "next_cursor": str(stop) if stop < book.count else None}
 
 
 def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +264,8 @@ def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
     period = _period(request)
     if period != state.open_period or not state.offline_total:
         return {"device_id": state.device_id, "invoices": []}
-    first = state.invoice_types[0]
-    issued = [i for i in period_invoices(state, period, first) if i.offline]
+    book = invoice_book(state, period, state.invoice_types[0])
+    issued = list(iter_invoices(book, book.issued))  # the offline ones are numbered last
     total = sum((i.amount for i in issued if i.kind == "normal"), Decimal("0.00"))
     if state.offline_pending and total > OFFLINE_AMOUNT_LIMIT:
         raise DeviceRefusal(
@@ -384,6 +416,8 @@ def _apply(ctx: _Context, package_id: str, sealed: dict[str, Any]) -> dict[str, 
     state.applied_packages[package_id] = list(types)
     ctx.changed = True
     if all(t.period == state.open_period and t.status == 2 for t in state.types.values()):
+        if state.offline_total:
+            state.offline_closed[state.open_period] = state.offline_total
         state.open_period = next_period(state.open_period)
         state.offline_total = state.offline_pending = 0
         state.clock_block = None
@@ -394,6 +428,7 @@ _HANDLERS: dict[Command, Callable[[_Context, dict[str, Any]], dict[str, Any]]] =
     Command.INFO: _info,
     Command.VERIFY_PIN: _verify_pin,
     Command.READ_PERIOD: _read_period,
+    Command.READ_INVOICES: _read_invoices,
     Command.UPLOAD_OFFLINE: _upload_offline,
     Command.REPORT: _report,
     Command.CHALLENGE: _challenge,

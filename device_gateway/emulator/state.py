@@ -55,6 +55,8 @@ class DeviceState(_Model):
     invoices_per_type: int
     offline_total: int  # invoices of the open period issued offline
     offline_pending: int  # ... of which not yet uploaded
+    # closed periods' offline invoices: they stay part of that period's invoices after it closes
+    offline_closed: dict[str, int] = Field(default_factory=dict)
     latency_ms: int
     clock_skew_seconds: float  # how far the device clock is off the real (emulated) time
     clock_base: datetime  # device clock at `wall_base`

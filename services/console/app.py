@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console import routes_admin, routes_clears, routes_fleet, routes_ops
+from services.console import routes_admin, routes_clears, routes_fleet, routes_ops, routes_registry
 from services.console.context import ConsoleContext
 from services.console.headers import SecurityHeaders
 from shared import metrics
@@ -93,7 +93,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_fleet, routes_clears, routes_admin):
+    for module in (routes_ops, routes_fleet, routes_clears, routes_admin, routes_registry):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

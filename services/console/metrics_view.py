@@ -63,7 +63,8 @@ async def _fleet(conn: asyncpg.Connection, thresholds: Thresholds) -> dict[str, 
         view = bureau_view(g, as_of)
         pair = (view["filing"], view["comparison"])
         bureau[pair] = bureau.get(pair, 0) + g["n"]
-    gateways = [r["gateway_id"] for r in await conn.fetch("SELECT DISTINCT gateway_id FROM devices")]
+    gateways = [r["gateway_id"] for r in await conn.fetch(
+        "SELECT DISTINCT gateway_id FROM devices WHERE gateway_id IS NOT NULL")]  # NULL: not seen yet
     return {
         "devices": devices, "online": online, "bureau": bureau, "gateways": gateways, "period": period_of(as_of),
         "running": await conn.fetchval("SELECT count(*) FROM clear_requests WHERE status = 'running'"),

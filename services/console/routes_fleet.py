@@ -59,10 +59,13 @@ async def status(
             "branches": fleet.by_branch(rows, confirmations), "devices": rows}
 
 
-async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> dict[str, Any]:
+async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str | None) -> dict[str, Any]:
     """Ask the device's gateway for the monitoring data (监控管理数据) the device holds right now."""
     if ctx.rpc is None:
         return {"available": False, "reason": "no gateway connection"}
+    if gateway_id is None:
+        return {"available": False, "reason": ErrorCode.DEVICE_OFFLINE.value,
+                "message": "No gateway has found this device yet."}
     try:
         with trio.fail_after(MONITORING_TIMEOUT):
             info = await ctx.rpc.call(COMMANDS, gateway_routing_key(gateway_id, "info"),

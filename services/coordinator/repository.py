@@ -17,7 +17,7 @@ class RegisteredDevice:
     device_id: str
     branch_id: str
     family: str
-    gateway_id: str
+    gateway_id: str | None  # None: enrolled, but no gateway has seen the device yet
     taxpayer_id: str
     machine_no: int
 
@@ -36,12 +36,14 @@ class Work:
     trace_id: str
     traceparent: str | None
     branch_id: str
-    gateway_id: str
+    gateway_id: str | None  # None: no gateway has seen the device yet
     family: str
     taxpayer_id: str
     machine_no: int
     cancelled: bool = False
     writeback_started: bool = False
+    # False when the device was retired after the request was accepted: its `devices` row is gone
+    in_service: bool = True
 
 
 async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
@@ -103,8 +105,9 @@ async def accept_request(
 
 _WORK_COLUMNS = (
     "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
-    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no, r.cancelled,"
-    " d.writeback_started"
+    " r.traceparent, r.branch_id, v.gateway_id, coalesce(v.family, '') AS family,"
+    " coalesce(v.taxpayer_id, '') AS taxpayer_id, coalesce(v.machine_no, 0) AS machine_no, r.cancelled,"
+    " d.writeback_started, v.device_id IS NOT NULL AS in_service"
 )
 
 
@@ -118,7 +121,7 @@ def _work(row: asyncpg.Record) -> Work:
 async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
     rows = await conn.fetch(
         f"SELECT {_WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
-        " JOIN devices v ON v.device_id = d.device_id"
+        " LEFT JOIN devices v ON v.device_id = d.device_id"
         " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
     return [_work(r) for r in rows]
 
@@ -147,7 +150,7 @@ async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
             RETURNING d.*
         )
         SELECT {_WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
-        JOIN devices v ON v.device_id = d.device_id
+        LEFT JOIN devices v ON v.device_id = d.device_id
         """, owner, limit, float(lease))
     return [_work(r) for r in rows]
 

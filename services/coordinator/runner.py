@@ -125,7 +125,7 @@ class Runner:
         """Take one device from its persisted step to an outcome."""
         try:
             async with (self._slots,
-                        self._limiter(self._gateways, work.gateway_id, self.config.per_gateway),
+                        self._limiter(self._gateways, work.gateway_id or "", self.config.per_gateway),
                         self._limiter(self._branches, work.branch_id, self.config.per_branch)):
                 parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
                 with telemetry.tracer(SERVICE).start_as_current_span(
@@ -139,6 +139,10 @@ class Runner:
             self._driving.discard((work.request_id, work.device_id))
 
     async def _drive(self, work: repo.Work) -> None:
+        if not work.in_service:  # retired after the request was accepted
+            await self._finish(work, Outcome.FAILED, Error.of(
+                ErrorCode.UNKNOWN_DEVICE, f"Device {work.device_id} was retired before its clear ran."))
+            return
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
         cancelled = work.cancelled

@@ -111,6 +111,9 @@ class Operation:
 
     request_model: type[BaseModel]
     run: Callable[[Any], Awaitable[BaseModel]]
+    # False for plain reads: running one again changes nothing, and remembering thousands of
+    # large answers (a period's pages) would hold the period in memory after all
+    remember: bool = True
 
 
 _PASSING_TROUBLE: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, BusError)
@@ -127,21 +130,22 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
     twice would replace the challenge the caller's package is bound to. Every call has a fresh
     message id, so a caller's own retry is never mistaken for a redelivery.
     """
-    answered: OrderedDict[str, Reply] = OrderedDict()
+    answered: OrderedDict[str, bytes] = OrderedDict()  # encoded: far smaller than the Reply objects
     running: dict[str, trio.Event] = {}
 
     async def handle(delivery: Delivery) -> None:
         key = delivery.message_id
         while key and key in running:
             await running[key].wait()
-        reply = answered.get(key) if key else None
-        if reply is None:
+        body = answered.get(key) if key else None
+        if body is None:
             if key:
                 running[key] = trio.Event()
             try:
-                reply = await _answer(delivery)
-                if key:
-                    answered[key] = reply
+                body = encode(await _answer(delivery))
+                op = operations.get(delivery.routing_key.rsplit(".", 1)[-1])
+                if key and (op is None or op.remember):
+                    answered[key] = body
                     if len(answered) > ANSWERED_MEMORY:
                         answered.popitem(last=False)
             finally:
@@ -151,7 +155,7 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
             await bus.publish(
                 DEFAULT,
                 delivery.reply_to,
-                encode(reply),
+                body,
                 correlation_id=delivery.correlation_id,
                 message_id=uuid.uuid4().hex,
             )
