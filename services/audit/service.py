@@ -51,18 +51,17 @@ def storable(record: AuditRecord) -> AuditRecord:
 def attested(delivery: Delivery) -> AuditRecord:
     """The record with service, subject and time taken from the sender's verified identity.
 
-    A service vouches for what it reports, not for who it claims to be: a record naming another
-    service or subject than its signature is stored under the signature's, with the claim kept
-    in `detail.claimed` for whoever reads the log.
+    A service vouches for what it reports, not for who it claims to be: a record is stored under
+    the service that signed it (a component such as the device registry reports under the
+    process it runs in: the console or the command line), and a body naming another subject
+    than the signed one keeps that claim in `detail.claimed_subject` for whoever reads the log.
     """
     record = decode(AuditRecord, delivery.body)
     sender = delivery.sender
     if sender is None:
         raise Reject("an audit record without a verified service identity")
     subject = sender.subject if sender.subject is not None else sender.service
-    claimed = {name: value for name, value, real in (("service", record.service, sender.service),
-                                                      ("subject", record.subject, subject)) if value != real}
-    detail = {**record.detail, "claimed": claimed} if claimed else record.detail
+    detail = record.detail if record.subject == subject else {**record.detail, "claimed_subject": record.subject}
     return storable(record.model_copy(update={"service": sender.service, "subject": subject, "at": sender.at,
                                               "detail": detail}))
 
