@@ -89,6 +89,18 @@ def newest(settings: Settings, public: Ed25519PublicKey) -> Checkpoint | None:
     return best
 
 
+def _drop_torn_tail(fd: int) -> None:
+    """Cut a line a crashed writer left without its newline: it was never a checkpoint (readers
+    skip it), and the next line must not be glued to it. Writers hold the lock, so no one else
+    is writing here now."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    tail = os.pread(fd, min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
+    cut = tail.rfind(b"\n")
+    os.ftruncate(fd, max(0, size - len(tail) + cut + 1) if cut >= 0 else 0)
+
+
 def append(settings: Settings, checkpoint: Checkpoint, public_raw: bytes) -> list[Path]:
     """Append `checkpoint` to every reachable location (fsynced); the locations written.
 
@@ -103,8 +115,9 @@ def append(settings: Settings, checkpoint: Checkpoint, public_raw: bytes) -> lis
                 pub.write_bytes(public_raw)
             target = location / f"checkpoints-{checkpoint.written_at[:7]}.jsonl"
             new = not target.exists()
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                _drop_torn_tail(fd)
                 os.write(fd, (checkpoint.line() + "\n").encode("ascii"))
                 os.fsync(fd)
             finally:

@@ -305,3 +305,16 @@ async def test_an_unanchored_append_is_anchored_on_the_next_advance(
 async def test_an_empty_log_verifies(database: Database, settings: Settings) -> None:
     report = await verify_chain(database, settings)
     assert report.ok and report.count == 0 and report.describe() == "ok 0 records"
+
+
+async def test_a_checkpoint_torn_by_a_crash_is_cut_before_the_next(database: Database, settings: Settings) -> None:
+    await _fill(database, settings, 2)
+    files = _anchor_files(settings)
+    for path in files:  # the writer died half-way through a third line
+        with path.open("a") as f:
+            f.write('{"hash":"ab')
+    assert (await verify_chain(database, settings)).ok  # a line without its newline is not a checkpoint
+    await _fill_from(database, settings, 3, 3)
+    assert [cp.parse(x).n for x in files[0].read_text().splitlines()] == [1, 2, 3]
+    report = await verify_chain(database, settings)
+    assert report.ok and report.checkpoint_seq == 3
