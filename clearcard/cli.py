@@ -52,14 +52,6 @@ def _logging(json_logs: bool = True) -> None:
     telemetry.configure_from_env()
 
 
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    """The exceptions inside nested exception groups (trio nurseries nest them)."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
@@ -112,8 +104,8 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with infrastructure(settings, name=connection_name(names)) as (bus, db), \
-                    trio.open_nursery() as nursery:
+            connection = connection_name(names)
+            async with infrastructure(settings, name=connection) as (bus, db), trio.open_nursery() as nursery:
                 await start_services(nursery, names, bus, db, settings)
                 err.print(f"serving {', '.join(names)}")
                 async for _ in signals:
@@ -298,8 +290,7 @@ def audit_export(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit chain and its signed checkpoints; prints `ok N records`, or names the first
-    bad record, or says the log is not anchored (exit 1)."""
+    """Check the audit chain and its checkpoints: `ok N records`, else the first bad record or `not anchored`."""
     from clearcard.runtime import infrastructure, run_async
     from services.audit.service import verify_chain
 
@@ -313,9 +304,7 @@ def audit_verify() -> None:
     if report.ok:
         out.print(f"ok {report.count} records")
         return
-    if not report.anchored:  # intact as far as it goes, but nothing signed vouches for it
-        raise _fail(f"audit log {report.describe()}")
-    raise _fail(f"audit log damaged: {report.describe()}")
+    raise _fail(f"audit log {'damaged: ' if report.anchored else ''}{report.describe()}")
 
 
 @backup_app.command("list")
@@ -404,24 +393,7 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
-def _unreachable(exc: BaseException) -> str | None:
-    """What is wrong, in plain words, when the broker or database could not be reached or
-    refused us (TLS included); None for anything else."""
-    from shared.bus.api import BusError
-    from shared.db.pool import DatabaseUnavailable
-
-    leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    if leaves and all(isinstance(e, BusError | DatabaseUnavailable) for e in leaves):
-        return "; ".join(dict.fromkeys(str(e) for e in leaves))
-    return None
-
-
 def main() -> None:
-    try:
-        app()
-    except Exception as exc:  # trio nurseries hand these out as (nested) exception groups
-        message = _unreachable(exc)
-        if message is None:
-            raise
-        sys.stderr.write(f"error: {message}\n")  # one line, whatever the terminal's width
-        sys.exit(1)
+    from clearcard.startup import reachable  # an unreachable broker or database: one line, exit 1
+
+    reachable(app)
