@@ -23,9 +23,9 @@ from clearcard.follow import new_request_id, submit_and_follow
 from clearcard.runtime import ALL, identified, infrastructure, start_services
 from services.auth.accounts import AccountError, add_account, enroll_totp, get_account, set_password, unlock
 from services.auth.auditing import DirectAudit
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.console.service import serve_console
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.clear import ClearRequest

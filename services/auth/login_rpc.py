@@ -11,7 +11,7 @@ from typing import cast
 
 from services.auth.auditing import AuditSink
 from services.auth.login import LoginRefused, login
-from services.auth.tokens import KeyRing
+from shared.authz.tokens import KeyRing
 from shared.bus.rpc import Operation
 from shared.db import Database
 from shared.messages.auth import LoginAnswer, LoginRequest, Refusal

@@ -13,11 +13,9 @@ from typing import Any
 import trio
 
 from services.auth.auditing import BusAudit
-from services.auth.decide import authorize, subject_of
 from services.auth.login_rpc import login_operation
-from services.auth.revocation import RevocationList
-from services.auth.tokens import KeyRing
 from shared import audit, telemetry
+from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
 from shared.bus.rpc import rpc_server
@@ -51,9 +49,8 @@ async def reject(bus: Bus, delivery: Delivery, request_id: str, error: Error, su
     await publish_event(bus, event, reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
 
 
-async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery, *, db: Database | None = None,
-                         revocations: RevocationList | None = None) -> None:
-    """Decide one clear request (with `db` and `revocations`, revoked tokens are refused too)."""
+async def handle_request(bus: Bus, authorizer: Authorizer, delivery: Delivery) -> None:
+    """Decide one clear request (token, revocations, role, branch, second factor)."""
     try:
         request = decode(ClearRequest, delivery.body)
     except DecodeError as exc:
@@ -69,12 +66,10 @@ async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery, *, db: Dat
                      "unknown")
         return
     try:
-        if revocations is not None and db is not None:
-            await revocations.refresh(db)
-        principal = authorize(keys, delivery.headers, request, revoked=revocations)
+        principal = await authorizer.decide_request(delivery.headers, request)
     except ClearCardError as exc:
         await reject(bus, delivery, request.request_id, Error.of(exc.code, exc.message),
-                     subject_of(keys, delivery.headers), request.branch_id)
+                     authorizer.subject_of(delivery.headers), request.branch_id)
         return
     await audit.record(
         bus, service=SERVICE, subject=principal.subject, action="clear.authorized",
@@ -95,11 +90,11 @@ async def run_auth(bus: Bus, db: Database, settings: Settings, *,
     """Serve the auth queues (clear requests, and RPC commands such as `auth.login`) until cancelled."""
     keys = KeyRing(settings.keys_dir)
     keys.signing_key()  # make sure a key pair exists before the first request
-    revocations = RevocationList()
+    authorizer = Authorizer(keys, db)
     await bus.declare(topology_for(AUTH_REQUESTS, AUTH_COMMANDS))
 
     async def handler(delivery: Delivery) -> None:
-        await handle_request(bus, keys, delivery, db=db, revocations=revocations)
+        await handle_request(bus, authorizer, delivery)
 
     commands = rpc_server(bus, {"login": login_operation(db, keys, BusAudit(bus))})
     async with trio.open_nursery() as nursery:

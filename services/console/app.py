@@ -26,6 +26,7 @@ from services.console import (
     routes_reports,
 )
 from services.console.context import ConsoleContext
+from services.console.headers import SecurityHeaders
 from services.console.spec import ConsoleError, request_locale
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
@@ -156,4 +157,5 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
         return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
 
     app.add_middleware(CountRequests)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -8,7 +8,6 @@ import trio
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
-from services.auth.tokens import Principal
 from services.console import digital, fleet
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, branch_filter, capabilities, check_branch, principal, require
@@ -25,6 +24,7 @@ from services.console.spec import (
     responses,
 )
 from shared import audit
+from shared.authz import Principal
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import Period

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field, StrictBool
 
-from services.auth.tokens import Principal
 from services.console import fleet_clears
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, bearer_scheme, branch_filter, check_branch, require
 from services.console.spec import CONFLICT, ID_PATTERN, NOT_FOUND, TIMEOUT, ConsoleError, NotFound, responses
+from shared.authz import Principal
 from shared.bus.topology import COMMANDS
 from shared.errors import ErrorCode
 from shared.messages.base import Period, RequestId

@@ -1,5 +1,5 @@
-"""`GET /api/i18n/{locale}`: the message catalogue the web console speaks (no token needed: it is
-what the sign-in page itself is written in)."""
+"""`GET /i18n/{locale}`: the message catalogue the web console speaks. It is outside /api, where
+every route wants a token (contract §6): the sign-in page itself is written in these words."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from services.console.spec import INVALID
 from shared.i18n import Locale, for_browser
 
-router = APIRouter(prefix="/api", tags=["sign-in"])
+router = APIRouter(tags=["sign-in"])
 
 
 class Catalogue(BaseModel):

@@ -8,11 +8,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from services.auth.tokens import Principal
 from services.console import fleet, month
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, branch_filter, check_branch, require
 from services.console.spec import ID_PATTERN, PERIOD_PATTERN, responses
+from shared.authz import Principal
 
 router = APIRouter(prefix="/api", tags=["fleet"])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Request
@@ -12,12 +14,14 @@ from pydantic import BaseModel, Field
 
 from services.console import metrics_view
 from services.console.context import ConsoleContext, context
+from services.console.readings import CachedReading
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import DEFAULT
 
 router = APIRouter(tags=["operations"])
 
 READY_TIMEOUT = 3.0
+READY_EVERY = 5.0  # seconds a readiness reading is reused (services/console/readings.py)
 # A routing key no queue has: the default exchange drops it, but the broker still confirms it,
 # which proves the connection and channel work end to end.
 PROBE_KEY = "clearcard.readyz.probe"
@@ -49,10 +53,22 @@ class Readiness(BaseModel):
     checks: dict[str, Literal["ok", "unreachable"]] = Field(description="database and broker")
 
 
-@router.get("/readyz", summary="The broker and the database are reachable", response_model=Readiness,
+async def _checks(ctx: ConsoleContext) -> dict[str, bool]:
+    return {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+
+
+def _reading(ctx: ConsoleContext, name: str, read: Callable[[], Awaitable[Any]], every: float) -> CachedReading[Any]:
+    reading = ctx.readings.get(name)
+    if reading is None:
+        reading = ctx.readings[name] = CachedReading(read, every)
+    return reading
+
+
+@router.get("/readyz", summary="The broker and the database are reachable (checked at most every 5 s)",
+            response_model=Readiness,
             responses={503: {"model": Readiness, "description": "the broker or the database is not reachable"}})
 async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
-    checks = {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+    checks = await _reading(ctx, "ready", partial(_checks, ctx), READY_EVERY).get()
     ok = all(checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready",
                          "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()}},

@@ -7,12 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from services.auth.tokens import Principal
 from services.console.context import ConsoleContext, context
 from services.console.report import Report
 from services.console.report_files import MEDIA_TYPES, chunks, file_name
 from services.console.security import Can, branch_filter, check_branch, require
 from services.console.spec import PERIOD_PATTERN, request_locale, responses
+from shared.authz import Principal
 from shared.i18n import Locale
 from shared.messages.base import BranchId
 

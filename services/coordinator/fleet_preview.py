@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from services.auth.roles import covers
 from services.coordinator import fleet
 from services.coordinator.clock import Clock, previous_period
+from shared.authz.roles import covers
 from shared.bus.rpc import Operation
 from shared.db import Database
 from shared.messages.fleet import PREVIEW_GROUPS, FleetGroup, FleetPlan, FleetPreview

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import trio
@@ -20,6 +21,15 @@ class Reject(Exception):
 
 
 @dataclass(frozen=True)
+class Sender:
+    """The service that signed a message (shared/authz/identity.py), as verified on delivery."""
+
+    service: str
+    subject: str | None  # on whose behalf it acted, when the sender said so (audit records)
+    at: datetime  # when it signed the message
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One message handed to a handler."""
 
@@ -33,6 +43,7 @@ class Delivery:
     redelivered: bool = False
     # how many times the broker handed this message out before (quorum queues count it)
     delivery_count: int = 0
+    sender: Sender | None = None  # set once the service identity verified (never by a transport)
 
 
 Handler = Callable[[Delivery], Awaitable[None]]

@@ -39,7 +39,9 @@ import trio
 from shared.bus.api import BusError, Delivery, Handler
 from shared.bus.middleware import Verdict, publish_span, run_handler
 from shared.bus.rabbit_link import Channel, Link, open_link, open_nursery, translated
+from shared.bus.tls import parameters as amqp_parameters
 from shared.bus.topology import DEAD_LETTERS, Topology
+from shared.config import TlsFiles
 
 log = structlog.get_logger("clearcard.bus")
 
@@ -70,12 +72,11 @@ class RabbitBus:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, *, name: str = "clearcard") -> AsyncIterator[RabbitBus]:
-        """Connect (raising BusError if the broker cannot be reached) and keep connected until exit."""
-        try:
-            parameters = pika.URLParameters(url)
-        except (ValueError, TypeError) as exc:
-            raise BusError(f"bad AMQP URL: {exc}") from None
+    async def connect(cls, url: str, *, name: str = "clearcard",
+                      tls: TlsFiles | None = None) -> AsyncIterator[RabbitBus]:
+        """Connect (raising BusError if the broker cannot be reached) and keep connected until exit;
+        an `amqps://` URL is TLS, verified against `tls` (shared/bus/tls.py)."""
+        parameters = amqp_parameters(url, tls)
         parameters.client_properties = {"connection_name": name}
         bus = cls(parameters, name)
         async with open_nursery() as nursery:

@@ -2,7 +2,7 @@
 
 The catalogue is gettext's: `locale/<ll_CC>/LC_MESSAGES/clearcard.po`, read with Babel. A message
 id is the English text itself (placeholders in `{braces}`), so English needs no catalogue of its
-own. The console serves a locale's catalogue to the browser (`GET /api/i18n/{locale}`), the CLI
+own. The console serves a locale's catalogue to the browser (`GET /i18n/{locale}`), the CLI
 picks its locale from `LC_ALL` / `LC_MESSAGES` / `LANG`, and both give every error code the same
 plain words. `scripts/i18n` re-extracts the ids from the code into the catalogue's template.
 """

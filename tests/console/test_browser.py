@@ -24,7 +24,7 @@ import trio
 from openpyxl import load_workbook
 
 from clearcard.demo import console_device_ids, console_fleet
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.china_time import CHINA
 from shared.db import Database
 from tests.conftest import missing

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.db import Database
 from tests.conftest import missing
 from tests.console.conftest import Console, _run, _settings

@@ -6,7 +6,7 @@ import json
 
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.console.conftest import BRANCH, Console
 
 PERIOD = "2026-10"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pyotp
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.console.conftest import BRANCH, Console, add_person
 
 PASSWORD = "correct horse battery"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.console.conftest import Console
 from tests.console.seed import PERIOD, branch_of, seed_month
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.console.conftest import Console
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from openpyxl import load_workbook
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.china_time import format_china
 from tests.console.conftest import Console
 from tests.console.seed import PERIOD, attempt_at, branch_of, device_id, seed_month

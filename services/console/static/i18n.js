@@ -1,5 +1,5 @@
 // The console's language: zh-CN by default, English one click away, the choice remembered.
-// Words come from the shared catalogue (GET /api/i18n/{locale}); a message id is its English text.
+// Words come from the shared catalogue (GET /i18n/{locale}); a message id is its English text.
 "use strict";
 
 const LANG_KEY = "clearcard.locale";
@@ -38,7 +38,7 @@ function translatePage() {
 }
 
 async function loadLanguage(locale) {
-  const answer = await fetch(`/api/i18n/${locale}`);
+  const answer = await fetch(`/i18n/${locale}`);
   const catalogue = await answer.json();
   i18n.locale = locale;
   i18n.messages = catalogue.messages;
