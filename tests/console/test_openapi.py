@@ -40,6 +40,8 @@ async def test_schemathesis_finds_nothing(system: Console, tmp_path: Path) -> No
     log = trio.Path(os.environ.get("CLEARCARD_SCHEMATHESIS_LOG", tmp_path / "schemathesis.txt"))
     async with await log.open("wb") as out:
         with trio.fail_after(900):
+            # in tmp_path: schemathesis keeps a cache of what it found in its working folder
             done = await trio.run_process(command, stdout=out.wrapped.fileno(), stderr=out.wrapped.fileno(),
-                                          check=False, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "160"})
+                                          check=False, cwd=tmp_path,
+                                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "160"})
     assert done.returncode == 0, (await log.read_text(errors="replace"))[-12000:]
