@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from clearcard.follow import Followed, new_request_id, submit_and_follow
+from clearcard.lang import error_line
 from clearcard.runtime import ALL, infrastructure, run_async, start_services
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing
@@ -89,7 +90,7 @@ def run_clear(settings: Settings, out: Console, err: Console, *, branch: str, pe
                 out.print(_plan_table(final))
                 out.print(f"confirmation: {final['confirmation']}")
             else:
-                err.print(f"rejected: {final['error']['code']}: {final['error']['message']}")
+                err.print(f"rejected: {error_line(final['error'])}")
             return 0 if final["event"] == "clear.preview" else 1
         if not as_json:
             out.print(_plan_table(final))
@@ -108,10 +109,10 @@ def run_clear(settings: Settings, out: Console, err: Console, *, branch: str, pe
     if as_json:
         sys.stdout.write(json.dumps(final) + "\n")
     elif final["event"] == "clear.rejected":
-        err.print(f"rejected: {final['error']['code']}: {final['error']['message']}")
+        err.print(f"rejected: {error_line(final['error'])}")
     else:
         for r in final["results"]:
-            words = f" — {r['error']['code']}: {r['error']['message']}" if r.get("error") else ""
+            words = f" — {error_line(r['error'])}" if r.get("error") else ""
             out.print(f"{r['device_id']}: {r['outcome']}{words}")
         out.print(f"{final['status']} (trace {final['trace_id']})")
     return 0 if final.get("status") == "succeeded" else 1

@@ -66,16 +66,21 @@ def _everywhere() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    console: Annotated[bool, typer.Option("--console", help="Stay up with the web console (prints its URL and a "
+                                                           "login) until Ctrl-C.")] = False,
+) -> None:
     """Run every service in this process on a sample fleet and clear it, with live progress."""
     from clearcard.demo import run_demo
+    from clearcard.demo_console import run_console_demo
     from clearcard.runtime import run_async
     from shared import telemetry
 
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = configured(lambda: run_async(lambda: run_demo(settings, out)), err)
+        chosen = run_console_demo if console else run_demo
+        code = configured(lambda: run_async(lambda: chosen(settings, out)), err)
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -378,7 +383,17 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, calendar, device, fleet, identity, notify, user
+    from clearcard.commands import (
+        audit_review,
+        backup_admin,
+        calendar,
+        device,
+        fleet,
+        identity,
+        notify,
+        report,
+        user,
+    )
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
@@ -388,6 +403,7 @@ def _register_subcommands() -> None:
     app.add_typer(identity.app, name="identity")
     app.add_typer(calendar.app, name="calendar")
     app.add_typer(device.app, name="device")
+    report.register(app)
 
 
 _register_subcommands()

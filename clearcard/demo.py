@@ -53,6 +53,50 @@ def sample_fleet(clock: datetime, period: str) -> str:
     return "".join(parts)
 
 
+# More branches for the console (`clearcard demo --console`): a month worth looking at, with a
+# return not yet filed and a comparison that fails beside devices that clear.
+CONSOLE_BRANCHES: tuple[tuple[str, str, tuple[tuple[str, str, dict[str, object]], ...]], ...] = (
+    ("demo-shanghai", "91310115MA1K4A2B3A", (("661500000011", "ukey", {}), ("499000000012", "golden_tax_disk", {}),
+                                            ("539900000013", "tax_control_disk", {"comparison": "fail"}))),
+    ("demo-beijing", "91110105MA01C3D4ED", (("661500000021", "ukey", {"declared": False}),
+                                           ("661500000022", "ukey", {}), ("499000000023", "golden_tax_disk", {}))),
+)
+
+
+def console_fleet(clock: datetime, period: str, latency_ms: int = 40) -> str:
+    """The sample fleet plus two more branches, some of whose devices cannot be cleared yet."""
+    parts = [sample_fleet(clock, period).replace("latency_ms = 40", f"latency_ms = {latency_ms}")]
+    for branch, taxpayer, devices in CONSOLE_BRANCHES:
+        for n, (device_id, family, extra) in enumerate(devices):
+            lines = [f'\n[[device]]\nid = "{device_id}"\nfamily = "{family}"\ntaxpayer_id = "{taxpayer}"',
+                     f'branch = "{branch}"\nmachine_no = {n}\npin = "88888888"\npin_tries_left = 5',
+                     f'period = "{period}"\ninvoice_types = ["004", "007"]\ninvoices_per_type = 12',
+                     f"latency_ms = {latency_ms}",
+                     f"declared = {str(extra.get('declared', True)).lower()}",
+                     f'comparison = "{extra.get("comparison", "pass")}"']
+            parts.append("\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def console_device_ids() -> list[str]:
+    """Every device of `console_fleet`."""
+    return [*SAMPLE_DEVICE_IDS, *(d for _, _, devices in CONSOLE_BRANCHES for d, _, _ in devices)]
+
+
+def fresh_fleet(settings: Settings, fleet: str, device_ids: tuple[str, ...] | list[str]) -> Settings:
+    """Settings using `fleet` as the emulated fleet (unless CLEARCARD_FLEET names one): the sample
+    starts afresh every run, so its devices' saved state is dropped."""
+    if settings.fleet_file is not None:
+        return settings
+    fleet_file = settings.data_dir / "demo-fleet.toml"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fleet_file.write_text(fleet, encoding="utf-8")
+    for device_id in device_ids:
+        for stale in settings.emulator_dir.glob(f"{device_id}*"):
+            stale.unlink()
+    return replace(settings, fleet_file=fleet_file)
+
+
 def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
     table = Table(title=f"clear {request_id}", expand=False)
     table.add_column("device")
@@ -68,17 +112,8 @@ def _table(devices: dict[str, dict[str, Any]], request_id: str) -> Table:
 
 async def run_demo(settings: Settings, console: Console) -> int:
     """Run the demo; returns the exit code (0 when every device cleared)."""
-    fleet_file = settings.fleet_file
     clock, period = demo_clock()
-    if fleet_file is None:
-        # the sample fleet starts afresh every run: its devices' saved state is dropped
-        fleet_file = settings.data_dir / "demo-fleet.toml"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fleet_file.write_text(sample_fleet(clock, period), encoding="utf-8")
-        for device_id in SAMPLE_DEVICE_IDS:
-            for stale in settings.emulator_dir.glob(f"{device_id}*"):
-                stale.unlink()
-        settings = replace(settings, fleet_file=fleet_file)
+    settings = fresh_fleet(settings, sample_fleet(clock, period), SAMPLE_DEVICE_IDS)
     token = KeyRing(settings.keys_dir).issue("demo-operator", Role.OPERATOR, [DEMO_BRANCH], ttl=600)
     request = ClearRequest(request_id=new_request_id(), branch_id=DEMO_BRANCH, period=period, mode="auto")
     console.print(f"[bold]ClearCard demo[/bold]: branch {DEMO_BRANCH}, period {period}, "

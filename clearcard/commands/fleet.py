@@ -11,6 +11,7 @@ import trio
 import typer
 from rich.console import Console
 
+from clearcard.lang import error_line
 from shared.config import Settings
 
 app = typer.Typer(help="Fleet operations: clears across branches with filters, cancelling.", no_args_is_help=True)
@@ -85,7 +86,7 @@ def fleet_clear(
     if as_json:
         sys.stdout.write(json.dumps({"answer": answer, "finished": finished}) + "\n")
     elif answer["event"] == "fleet.rejected":
-        err.print(f"rejected: {answer['error_code']}: {answer['message']}")
+        err.print(f"rejected: {error_line({'code': answer['error_code'], 'message': answer['message']})}")
     else:
         err.print(f"{len(answer['requests'])} request(s) for {answer['devices']} device(s)")
         for event in finished:

@@ -82,7 +82,8 @@ def topic_regex(pattern: str) -> str:
 def _sends(service: str) -> dict[str, tuple[str, ...]]:
     """Where `service` may publish, from the senders table and the bindings of the queues it names."""
     queues = [*topology.ALL_SERVICES.queues, topology.gateway_queue("*"),
-              topology.QueueSpec(NOTIFY, ((topology.EVENTS, "#"),))]
+              topology.QueueSpec(NOTIFY, ((topology.EVENTS, "#"),)),
+              topology.QueueSpec(senders.COORDINATOR_RPC, ((topology.COMMANDS, "coordinator.*"),))]
     out: dict[str, set[str]] = {}
     for spec in queues:
         rule = senders.rule_for(spec.name)
@@ -103,8 +104,9 @@ def _escaped(*names: str) -> tuple[str, ...]:
 def accounts(gateways: list[str]) -> list[Account]:
     """Every service's account; one per deployed gateway, each allowed only its own devices."""
     consumed = {
-        "auth": _escaped(topology.AUTH_REQUESTS.name),
-        "coordinator": _escaped(topology.COORDINATOR_REQUESTS.name, senders.COORDINATOR_COMMANDS),
+        "auth": _escaped(topology.AUTH_REQUESTS.name, topology.AUTH_COMMANDS.name),
+        "coordinator": _escaped(topology.COORDINATOR_REQUESTS.name, senders.COORDINATOR_COMMANDS,
+                                senders.COORDINATOR_RPC),
         "backup": _escaped(topology.BACKUP.name),
         "audit": _escaped(topology.AUDIT.name),
         "authority-sim": _escaped(topology.AUTHORITY.name),

@@ -26,6 +26,15 @@ SERVICE_TTL = 3600
 _WRONG = "Wrong username, password or TOTP code."
 
 
+class LoginRefused(ClearCardError):
+    """AUTH_INVALID, with why in a form a person's screen can put in their own words."""
+
+    def __init__(self, message: str, refusal: str, locked_until: datetime | None = None) -> None:
+        super().__init__(ErrorCode.AUTH_INVALID, message)
+        self.refusal = refusal  # wrong_credentials | locked | disabled
+        self.locked_until = locked_until
+
+
 async def _account(conn: asyncpg.Connection, username: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT username, kind, role, branches, password_hash, totp_secret, totp_last_step, disabled, "
@@ -73,27 +82,28 @@ async def login(db: Database, keys: KeyRing, username: str, password: str, totp:
     now = now or utc_now()
     row = await db.run(_account, username) if cred.USERNAME.match(username) else None
 
-    async def refuse(outcome: str, reason: str, message: str = _WRONG, **detail: Any) -> ClearCardError:
+    async def refuse(outcome: str, reason: str, message: str = _WRONG, refusal: str = "wrong_credentials",
+                     retry_at: datetime | None = None, **detail: Any) -> LoginRefused:
         await sink(action="auth.login", subject=username[:64], outcome=outcome,
                    error_code=ErrorCode.AUTH_INVALID, detail={"reason": reason, **detail})
-        return ClearCardError(ErrorCode.AUTH_INVALID, message)
+        return LoginRefused(message, refusal, retry_at)
 
     if row is None:
         await trio.to_thread.run_sync(cred.verify_password, None, password)  # same time as a wrong password
         raise await refuse("failed", "unknown account")
     if row["disabled"]:
-        raise await refuse("refused", "account disabled", "This account is disabled.")
+        raise await refuse("refused", "account disabled", "This account is disabled.", "disabled")
     claim = await db.run(_claim_attempt, username, now)
     if claim is None:
         row = await db.run(_account, username)
         if row is None or row["disabled"]:
-            raise await refuse("refused", "account disabled", "This account is disabled.")
+            raise await refuse("refused", "account disabled", "This account is disabled.", "disabled")
         until = row["locked_until"]
         if until is None:  # unlocked a moment ago
             raise await refuse("failed", "lock lifted meanwhile", "Please try again.")
         when = "until an admin unlocks it" if until.year == 9999 else f"until {until.isoformat()}"
-        raise await refuse("refused", "account locked", f"This account is locked {when}.",
-                           locked_until=until.isoformat())
+        raise await refuse("refused", "account locked", f"This account is locked {when}.", "locked",
+                           None if until.year == 9999 else until, locked_until=until.isoformat())
     failures, until = claim
     ok = await trio.to_thread.run_sync(cred.verify_password, row["password_hash"], password)
     step: int | None = None
@@ -102,7 +112,12 @@ async def login(db: Database, keys: KeyRing, username: str, password: str, totp:
         ok = step is not None
     if not ok:
         reason = "wrong password" if step is None and totp is None else "wrong password or TOTP code"
-        error = await refuse("failed", reason, failures=failures)
+        if until is not None:  # this failure locked the account: say so now, not at the next try
+            when = "until an admin unlocks it" if until.year == 9999 else f"until {until.isoformat()}"
+            error = await refuse("failed", reason, f"{_WRONG} The account is now locked {when}.", "locked",
+                                 None if until.year == 9999 else until, failures=failures)
+        else:
+            error = await refuse("failed", reason, failures=failures)
         if until is not None:
             await sink(action="auth.lockout", subject=username, outcome="locked",
                        error_code=ErrorCode.AUTH_INVALID,

@@ -12,11 +12,14 @@ from typing import Any
 
 import trio
 
+from services.auth.auditing import BusAudit
+from services.auth.login_rpc import login_operation
 from shared import audit, telemetry
 from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
-from shared.bus.topology import AUTH_REQUESTS, CLEAR_AUTHORIZED, COMMANDS, topology_for
+from shared.bus.rpc import rpc_server
+from shared.bus.topology import AUTH_COMMANDS, AUTH_REQUESTS, CLEAR_AUTHORIZED, COMMANDS, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -84,14 +87,21 @@ async def handle_request(bus: Bus, authorizer: Authorizer, delivery: Delivery) -
 
 async def run_auth(bus: Bus, db: Database, settings: Settings, *,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the auth queue until cancelled."""
+    """Serve the auth queues (clear requests, and RPC commands such as `auth.login`) until cancelled."""
     keys = KeyRing(settings.keys_dir)
     keys.signing_key()  # make sure a key pair exists before the first request
     authorizer = Authorizer(keys, db)
-    await bus.declare(topology_for(AUTH_REQUESTS))
+    await bus.declare(topology_for(AUTH_REQUESTS, AUTH_COMMANDS))
 
     async def handler(delivery: Delivery) -> None:
         await handle_request(bus, authorizer, delivery)
 
-    await bus.consume(AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, handler),
-                      prefetch=64, task_status=task_status)
+    commands = rpc_server(bus, {"login": login_operation(db, keys, BusAudit(bus))})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: bus.consume(
+            AUTH_COMMANDS.name, traced(SERVICE, AUTH_COMMANDS.name, commands), prefetch=16,
+            task_status=task_status))
+        await nursery.start(lambda task_status: bus.consume(
+            AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, handler), prefetch=64,
+            task_status=task_status))
+        task_status.started()

@@ -1,6 +1,6 @@
 """Following clear events for the console: one queue per console process, fanned out by request id.
 
-The console binds one reply queue to `clearcard.events` (`clear.*`) and keeps the recent events
+The console binds one reply queue to `clearcard.events` (`clear.*`, `fleet.*`) and keeps the recent events
 of each request, so a browser that opens the stream after submitting still sees every event from
 `clear.accepted` on. Subscribers are memory channels; a subscriber that cannot keep up is dropped
 (its stream ends and the browser reconnects), so one slow browser never holds the others back.
@@ -41,6 +41,7 @@ class EventHub:
         """Consume every clear event until cancelled."""
         queue = await bus.declare_reply_queue()
         await bus.bind(queue, EVENTS, "clear.*")
+        await bus.bind(queue, EVENTS, "fleet.*")  # a fleet clear's acceptance names its per-branch requests
 
         async def on_delivery(delivery: Delivery) -> None:
             try:

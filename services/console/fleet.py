@@ -6,7 +6,7 @@ Functions taking a connection are asyncio-flavoured: run them through `Database.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -144,3 +144,12 @@ def _seconds(start: str, end: str) -> float | None:
         return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
     except (TypeError, ValueError):
         return None
+
+
+async def clock_offset(conn: asyncpg.Connection) -> timedelta:
+    """How far the emulated fleet clock runs from real time (zero without one): what shifts a
+    recorded moment onto the fleet's calendar."""
+    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
+    if row is not None and row["fleet_clock"]:
+        return datetime.fromisoformat(row["fleet_clock"]) - row["started_at"]
+    return timedelta(0)

@@ -1,82 +1,64 @@
-"""Login and tokens, the audit log, backups and emulated devices: the rest of what the CLI does."""
+"""Tokens, the audit log, backups and emulated devices: the rest of what the CLI does."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
-from datetime import datetime
 from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.audit.service import AuditScope, export, search, verify_chain
 from services.backup.service import list_backups, restore_backup, verify_backup
 from services.console.context import ConsoleContext, context
 from services.console.restore import restore_target
-from services.console.security import Can, branch_filter, capabilities, check_branch, require
+from services.console.security import Can, branch_filter, check_branch, require
+from services.console.spec import (
+    DEVICE_PATTERN,
+    ID_PATTERN,
+    NOT_FOUND,
+    TEXT_PATTERN,
+    ConsoleError,
+    ErrorBody,
+    IsoDateTime,
+    NotFound,
+    responses,
+)
 from shared import audit
 from shared.authz import Principal, Role
 from shared.authz.delegation import SERVICE_MAX_TTL, Grant, delegate
 from shared.authz.tokens import DEFAULT_TTL
 from shared.errors import ClearCardError, ErrorCode
+from shared.messages.base import BranchId
 
-router = APIRouter(prefix="/api", tags=["administration"])
-
-
-class Login(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
-    totp: str = Field(min_length=6, max_length=10, description="the current one-time code")
-
-
-def _token_of(result: Any) -> str:
-    """`users.login` may return the token, a mapping holding it, or an object with a `token`."""
-    if isinstance(result, str):
-        return result
-    if isinstance(result, dict):
-        return str(result.get("token") or result.get("access_token"))
-    return str(result.token)
-
-
-@router.post("/login", summary="Password + TOTP login; returns a bearer token",
-             responses={501: {"description": "password login is not available in this installation"}})
-async def login(body: Login, ctx: ConsoleContext = Depends(context)) -> Any:
-    try:
-        users = importlib.import_module("services.auth.users")
-    except ImportError:
-        users = None
-    login_fn = getattr(users, "login", None)
-    if login_fn is None:
-        return JSONResponse({"error": {"code": "NOT_IMPLEMENTED", "message": "Password login is not available; "
-                                       "sign in with a token from `clearcard token issue`."}}, status_code=501)
-    result = login_fn(ctx.db, ctx.keys, body.username, body.password, body.totp)
-    if inspect.isawaitable(result):
-        result = await result
-    token = _token_of(result)
-    who = ctx.keys.verify(token)
-    return {"token": token, "subject": who.subject, "role": who.role.value, "branches": list(who.branches),
-            "expires_at": who.expires_at, "can": capabilities(who.role)}
+router = APIRouter(prefix="/api", tags=["administration"], responses=responses())
 
 
 class TokenRequest(BaseModel):
-    subject: str = Field(min_length=1, max_length=128)
+    subject: str = Field(min_length=1, max_length=128, pattern=TEXT_PATTERN)
     role: Role
-    branches: list[str] = Field(min_length=1, max_length=1000)
+    branches: list[BranchId | Literal["*"]] = Field(min_length=1, max_length=1000)
     kind: Literal["person", "service"] = Field("service", description="who will hold it: a service (script, "
                                                "ERP connector) or a person; the rules of that kind apply")
     ttl: int = Field(DEFAULT_TTL, ge=1, le=SERVICE_MAX_TTL,
                      description="seconds: at most 8 hours for a person, 7 days for a service")
 
 
-@router.post("/tokens", summary="Issue a bearer token for a service or a person (admin with TOTP; audited)")
+@router.post("/tokens", summary="Issue a bearer token for a service or a person (admin with TOTP; audited)",
+             responses={409: {"model": ErrorBody, "description": "a grant the rules refuse: a service holding "
+                              "admin, a lifetime over the kind's cap (INVALID_REQUEST)"}})
 async def issue_token(body: TokenRequest, ctx: ConsoleContext = Depends(context),
                       who: Principal = Depends(require(Can.ADMIN))) -> dict[str, Any]:
     # never more than the issuer has: role, branches, no second factor, lifetime capped by kind
-    token = delegate(ctx.keys, who, Grant(body.subject, body.role, tuple(body.branches), body.kind, body.ttl))
+    try:
+        token = delegate(ctx.keys, who, Grant(body.subject, body.role, tuple(body.branches), body.kind, body.ttl))
+    except ClearCardError as exc:
+        if exc.code is not ErrorCode.INVALID_REQUEST:
+            raise
+        # a schema-valid grant the rules refuse (a service holding admin, a person's 8-hour cap)
+        raise ConsoleError(exc.code, exc.message, status=409) from None
     issued = ctx.keys.verify(token)
     # audited (and confirmed by the broker) before anyone sees the token
     await audit.record(ctx.bus, service="console", subject=who.subject, action="auth.token_issued",
@@ -89,8 +71,11 @@ async def issue_token(body: TokenRequest, ctx: ConsoleContext = Depends(context)
 
 @router.get("/audit", summary="Search the audit log (oldest first)")
 async def audit_search(
-    request_id: str | None = None, device_id: str | None = None, branch_id: str | None = None,
-    subject: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    request_id: str | None = Query(None, pattern=ID_PATTERN),
+    device_id: str | None = Query(None, pattern=DEVICE_PATTERN),
+    branch_id: str | None = Query(None, pattern=ID_PATTERN),
+    subject: str | None = Query(None, max_length=128, pattern=TEXT_PATTERN),
+    since: IsoDateTime | None = None, until: IsoDateTime | None = None,
     limit: int = Query(500, ge=1, le=10_000),
     ctx: ConsoleContext = Depends(context), who: Principal = Depends(require(Can.AUDIT)),
 ) -> list[dict[str, Any]]:
@@ -101,8 +86,9 @@ async def audit_search(
 
 
 @router.get("/audit/export", summary="The audit log as JSON Lines, oldest first (as `clearcard audit export`)",
-            response_class=Response, responses={200: {"content": {"application/x-ndjson": {}}}})
-async def audit_export(since: datetime | None = None, ctx: ConsoleContext = Depends(context),
+            response_class=Response,
+            responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
+async def audit_export(since: IsoDateTime | None = None, ctx: ConsoleContext = Depends(context),
                        who: Principal = Depends(require(Can.AUDIT))) -> Response:
     records = await export(ctx.db, since, scope=await _audit_scope(ctx, who))
     lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
@@ -151,11 +137,12 @@ async def _visible_backup(ctx: ConsoleContext, who: Principal, backup_id: str) -
     found = next((b for b in await list_backups(ctx.db) if b["backup_id"] == backup_id), None)
     scope = await _backup_scope(ctx, who)
     if found is None or (scope is not None and found["device_id"] not in scope):
-        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"There is no backup {backup_id!r} you may see.")
+        raise NotFound(f"There is no backup {backup_id!r} you may see.")
     return found
 
 
-@router.post("/backups/{backup_id}/verify", summary="Read every copy back (as `clearcard backup verify`)")
+@router.post("/backups/{backup_id}/verify", summary="Read every copy back (as `clearcard backup verify`)",
+             responses=NOT_FOUND)
 async def backup_verify(backup_id: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.BACKUPS))) -> dict[str, Any]:
     await _visible_backup(ctx, who, backup_id)

@@ -13,9 +13,9 @@ import uuid
 from typing import Any, Literal
 
 import trio
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -24,15 +24,15 @@ from services.console import fleet
 from services.console.context import ConsoleContext, context
 from services.console.events import EventHub, is_final
 from services.console.security import Can, bearer_scheme, check_branch, require
+from services.console.spec import ID_PATTERN, NOT_FOUND, SSE_EVENT_SCHEMA, NotFound, responses
 from shared import metrics
 from shared.authz import Principal, action_of, permit
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS
-from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import BranchId, DeviceId, InvoiceType, Period, RequestId
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
 
-router = APIRouter(prefix="/api/clears", tags=["clears"])
+router = APIRouter(prefix="/api/clears", tags=["clears"], responses=responses())
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -45,7 +45,7 @@ class ClearSubmission(BaseModel):
     period: Period
     invoice_types: list[InvoiceType] = Field(default_factory=list, max_length=6)
     mode: Literal["auto", "manual"] = "auto"
-    preview: bool = False
+    preview: StrictBool = False
     confirm: str | None = Field(default=None, max_length=128)
 
 
@@ -57,8 +57,9 @@ def new_request_id() -> str:
 async def submit(
     body: ClearSubmission,
     wait: bool = Query(False, description="wait for the final event (clear.preview, clear.rejected or "
-                       "clear.finished) and return it"),
-    wait_seconds: float = Query(30.0, gt=0, le=600, description="how long to wait when `wait` is set"),
+                       "clear.finished) and return it in `final` (null if it did not come within `wait_seconds`: "
+                       "the request goes on; follow it at `events`)"),
+    wait_seconds: float = Query(30.0, gt=0, le=120, description="how long to wait when `wait` is set"),
     ctx: ConsoleContext = Depends(context),
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
     who: Principal = Depends(require(Can.FOLLOW)),
@@ -79,9 +80,6 @@ async def submit(
                     if is_final(event):
                         final = event
                         break
-            if final is None:
-                raise ClearCardError(ErrorCode.TIMEOUT, f"No final event for {request.request_id} within "
-                                     f"{wait_seconds:g} s; follow it at /api/clears/{request.request_id}/events.")
     return {"request_id": request.request_id, "events": f"/api/clears/{request.request_id}/events",
             "final": final}
 
@@ -97,31 +95,36 @@ async def _visible_request(ctx: ConsoleContext, who: Principal, request_id: str)
     return row
 
 
-@router.get("/{request_id}", summary="A clear request: devices' steps and outcomes, and its events so far")
-async def request_status(request_id: str, ctx: ConsoleContext = Depends(context),
+@router.get("/{request_id}", summary="A clear request: devices' steps and outcomes, and its events so far",
+            responses=NOT_FOUND)
+async def request_status(request_id: str = Path(pattern=ID_PATTERN), ctx: ConsoleContext = Depends(context),
                          who: Principal = Depends(require(Can.FOLLOW))) -> dict[str, Any]:
     row = await _visible_request(ctx, who, request_id)
     events = ctx.hub.events_of(request_id)
     if row is None and not events:
-        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"No clear request {request_id} is known.")
+        raise NotFound(f"No clear request {request_id} is known.")
     return {"request_id": request_id, "request": row, "events": events}
 
 
-@router.get("/{request_id}/timeline", summary="Per device, each step with its time and duration")
-async def timeline(request_id: str, ctx: ConsoleContext = Depends(context),
+@router.get("/{request_id}/timeline", summary="Per device, each step with its time and duration",
+            responses=NOT_FOUND)
+async def timeline(request_id: str = Path(pattern=ID_PATTERN), ctx: ConsoleContext = Depends(context),
                    who: Principal = Depends(require(Can.FOLLOW))) -> dict[str, Any]:
     row = await _visible_request(ctx, who, request_id)
     if row is None:
-        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"No clear request {request_id} is stored.")
+        raise NotFound(f"No clear request {request_id} is stored.")
     records = await search(ctx.db, request_id=request_id)
     return {"request": row, "devices": fleet.timeline(row, records)}
 
 
 @router.get("/{request_id}/events", summary="Live events of a request (text/event-stream)",
-            response_class=Response, responses={200: {"content": {"text/event-stream": {}}}})
-async def events(request_id: str, ctx: ConsoleContext = Depends(context),
+            response_class=Response, responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
+                                                **NOT_FOUND})
+async def events(request_id: str = Path(pattern=ID_PATTERN), ctx: ConsoleContext = Depends(context),
                  who: Principal = Depends(require(Can.FOLLOW))) -> Response:
     row = await _visible_request(ctx, who, request_id)
+    if row is None and not ctx.hub.events_of(request_id) and ctx.hub.branch_of(request_id) is None:
+        raise NotFound(f"No clear request {request_id} is known.")  # nothing would ever arrive
     stored = row["finished_event"] if row else None
     return EventStream(ctx.hub, request_id, stored)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from services.console import metrics_view
 from services.console.context import ConsoleContext, context
@@ -47,6 +48,11 @@ async def _db_ready(ctx: ConsoleContext) -> bool:
     return False
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Literal["ok", "unreachable"]] = Field(description="database and broker")
+
+
 async def _checks(ctx: ConsoleContext) -> dict[str, bool]:
     return {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
 
@@ -59,7 +65,8 @@ def _reading(ctx: ConsoleContext, name: str, read: Callable[[], Awaitable[Any]],
 
 
 @router.get("/readyz", summary="The broker and the database are reachable (checked at most every 5 s)",
-            responses={503: {"description": "the broker or the database is not reachable"}})
+            response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "the broker or the database is not reachable"}})
 async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     checks = await _reading(ctx, "ready", partial(_checks, ctx), READY_EVERY).get()
     ok = all(checks.values())
@@ -69,7 +76,7 @@ async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 async def prometheus(request: Request, ctx: ConsoleContext = Depends(context)) -> Response:
     """The whole installation's metrics (services/console/metrics_view.py), cached for a few seconds."""
     cache = getattr(request.app.state, "scrape_cache", None)

@@ -23,6 +23,7 @@ from device_registry.enrolment import HEADER, to_csv_line
 from device_registry.pins import PIN_MAX
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, Principal, branch_filter, check_branch, require
+from services.console.spec import ID_PATTERN, TEXT_PATTERN
 from shared.errors import ClearCardError, ErrorCode
 
 router = APIRouter(prefix="/api/registry", tags=["device registry"])
@@ -53,8 +54,9 @@ def _branches(who: Principal, branch: str | None) -> list[str] | None:
 @router.get("/devices", summary="Enrolled devices (retired ones marked) and hardware not enrolled "
             "(as `clearcard device list --json`), a page at a time", responses=_COMMON)
 async def list_devices(
-    branch: str | None = Query(None, description="only this branch (leaves out unenrolled hardware)"),
-    after: str = Query("", max_length=64, description="the `next` value of the page before"),
+    branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch (leaves out unenrolled "
+                               "hardware)"),
+    after: str = Query("", max_length=64, pattern=TEXT_PATTERN, description="the `next` value of the page before"),
     limit: int = Query(PAGE, ge=1, le=PAGE),
     ctx: ConsoleContext = Depends(context), who: Principal = Depends(require(Can.ADMIN)),
 ) -> dict[str, Any]:
@@ -65,7 +67,7 @@ async def list_devices(
 @router.get("/export", summary="The enrolled devices in service as CSV with the import's header, never a PIN "
             "(as `clearcard device export`)", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {}}}, **_COMMON})
-async def export(branch: str | None = Query(None, description="only this branch"),
+async def export(branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
                  ctx: ConsoleContext = Depends(context),
                  who: Principal = Depends(require(Can.ADMIN))) -> StreamingResponse:
     branches = _branches(who, branch)

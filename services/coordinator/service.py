@@ -9,17 +9,18 @@ from services.coordinator.bureau_watch import BureauWatch
 from services.coordinator.clock import clock_for
 from services.coordinator.commands import Commands
 from services.coordinator.config import CoordinatorConfig
+from services.coordinator.fleet_preview import preview_operation
 from services.coordinator.intake import Intake
 from services.coordinator.leader import lead
 from services.coordinator.outbox import Relay
 from services.coordinator.ports import Ports, RetryPolicy
 from services.coordinator.runner import Runner
 from services.coordinator.scheduler import Scheduler
-from services.coordinator.topology import COORDINATOR_COMMANDS
+from services.coordinator.topology import COORDINATOR_COMMANDS, COORDINATOR_RPC
 from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
-from shared.bus.rpc import RpcClient
+from shared.bus.rpc import RpcClient, rpc_server
 from shared.bus.topology import COORDINATOR_REQUESTS, topology_for
 from shared.config import Settings
 from shared.db import Database
@@ -32,7 +33,7 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve clear requests and fleet commands, and drive device clears until cancelled."""
     config = config or CoordinatorConfig.from_env()
-    await bus.declare(topology_for(COORDINATOR_REQUESTS, COORDINATOR_COMMANDS))
+    await bus.declare(topology_for(COORDINATOR_REQUESTS, COORDINATOR_COMMANDS, COORDINATOR_RPC))
     relay = Relay(bus, db, poll=config.relay_poll)
     async with RpcClient.open(bus, SERVICE) as rpc, trio.open_nursery() as nursery:
         ports = Ports(rpc, gateway_deadline=config.gateway_deadline,
@@ -63,4 +64,8 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
         await nursery.start(lambda task_status: bus.consume(
             COORDINATOR_COMMANDS.name, traced(SERVICE, COORDINATOR_COMMANDS.name, commands.handle),
             prefetch=8, task_status=task_status))
+        answers = rpc_server(bus, {"fleet_preview": preview_operation(db, clock_for(settings))})
+        await nursery.start(lambda task_status: bus.consume(
+            COORDINATOR_RPC.name, traced(SERVICE, COORDINATOR_RPC.name, answers), prefetch=4,
+            task_status=task_status))
         task_status.started()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from shared.bus.topology import AUDIT, AUTH_REQUESTS, AUTHORITY, BACKUP, COORDINATOR_REQUESTS
+from shared.bus.topology import AUDIT, AUTH_COMMANDS, AUTH_REQUESTS, AUTHORITY, BACKUP, COORDINATOR_REQUESTS
 
 # Every service that signs messages (clearcard.runtime.SERVICES, plus the command line).
 SERVICES = frozenset({"audit", "auth", "authority-sim", "backup", "cli", "console", "coordinator", "gateway",
@@ -26,6 +26,7 @@ AUDIT_TTL = 86_400.0
 
 # Queues where requests from outside arrive (contract §3): their handlers check bearer tokens.
 COORDINATOR_COMMANDS = "clearcard.coordinator.commands"  # fleet.clear, clear.cancel
+COORDINATOR_RPC = "clearcard.coordinator.rpc"  # coordinator.fleet_preview
 PUBLIC = frozenset({AUTH_REQUESTS.name, COORDINATOR_COMMANDS})
 
 
@@ -53,6 +54,8 @@ RULES: tuple[SenderRule, ...] = (
     SenderRule(BACKUP.name, frozenset({"coordinator", "cli"})),  # backup.take; backup.schedule
     SenderRule(AUTHORITY.name, frozenset({"coordinator"})),  # the bureau's operations
     SenderRule(AUDIT.name, SERVICES, max_age=AUDIT_TTL),
+    SenderRule(AUTH_COMMANDS.name, frozenset({"console"})),  # auth.login: people signing in at the console
+    SenderRule(COORDINATOR_RPC, frozenset({"console"})),  # fleet previews for the console
     SenderRule("clearcard.gateway.*.shard.*", frozenset({"gateway"})),  # forwarded by a gateway replica
     SenderRule("clearcard.gateway.*", frozenset({"coordinator", "backup", "console"})),  # device commands
     SenderRule("clearcard.notify", EVENT_SOURCES),  # events: clear.finished, device.lock_warning

@@ -73,6 +73,7 @@ def service_queue(name: str, *patterns: str, single_active_consumer: bool = Fals
 
 
 AUTH_REQUESTS = service_queue("auth.requests", CLEAR_REQUEST)
+AUTH_COMMANDS = service_queue("auth.commands", "auth.*")  # RPC to the auth service (auth.login)
 COORDINATOR_REQUESTS = service_queue("coordinator.requests", CLEAR_AUTHORIZED)
 BACKUP = service_queue("backup", "backup.*")
 AUTHORITY = service_queue("authority", "authority.*")
@@ -92,4 +93,4 @@ def topology_for(*queues: QueueSpec) -> Topology:
     return EXCHANGES + Topology(queues=queues)
 
 
-ALL_SERVICES = topology_for(AUTH_REQUESTS, COORDINATOR_REQUESTS, BACKUP, AUTHORITY, AUDIT)
+ALL_SERVICES = topology_for(AUTH_REQUESTS, AUTH_COMMANDS, COORDINATOR_REQUESTS, BACKUP, AUTHORITY, AUDIT)

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema
 
 # Invoice type codes (票种代码) the product knows.
 INVOICE_TYPES: dict[str, str] = {
@@ -43,8 +43,10 @@ def _invoice_type(value: str) -> str:
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 BranchId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
-Period = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}$"), AfterValidator(_period)]
-InvoiceType = Annotated[str, AfterValidator(_invoice_type)]
+# the pattern says all the validator checks (a real month of 2000-2099), so schemas tell clients the truth
+Period = Annotated[str, StringConstraints(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$"), AfterValidator(_period)]
+InvoiceType = Annotated[str, AfterValidator(_invoice_type),
+                        WithJsonSchema({"type": "string", "enum": list(INVOICE_TYPES)})]
 TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 _TAXPAYER_RE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$")

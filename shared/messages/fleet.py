@@ -78,3 +78,38 @@ class DeviceAbandoned(Event):
     last_report: str  # YYYY-MM-DD: its latest report, or when its open period's window opened
     days_since: int
     lock_date: str | None = None
+
+
+FLEET_PREVIEW = "coordinator.fleet_preview"  # RPC: what a fleet clear with these filters would do
+PREVIEW_GROUPS = 500  # (branch, period) groups a preview lists; the totals always count them all
+
+
+class FleetPreview(Frozen):
+    """RPC `coordinator.fleet_preview`: the devices a `fleet.clear` would take, changing nothing.
+
+    `scope` is the caller's branch scope, already checked by the front end that asks ('*' = all)."""
+
+    period: Period | None = None
+    filters: FleetFilters = Field(default_factory=FleetFilters)
+    scope: list[BranchId | Literal["*"]] = Field(min_length=1, max_length=10_000)
+
+
+class FleetGroup(Frozen):
+    """One per-branch request the fleet clear would submit."""
+
+    branch_id: str
+    period: str
+    devices: int
+    families: dict[str, int]
+
+
+class FleetPlan(Frozen):
+    """The answer to a preview: totals, the first PREVIEW_GROUPS groups, and a confirmation that
+    names exactly this selection (devices and periods)."""
+
+    devices: int
+    requests: int
+    branches: int
+    groups: list[FleetGroup]
+    truncated: bool
+    confirmation: str

@@ -64,6 +64,28 @@ async def console(tmp_path: Path, database: Database) -> AsyncIterator[Console]:
 
 
 @pytest.fixture
+async def signin(tmp_path: Path, database: Database) -> AsyncIterator[Console]:
+    """The console with the auth and audit services (sign-in over the bus)."""
+    async for c in _run(_settings(tmp_path, database, None), database, ("audit", "auth")):
+        yield c
+
+
+async def add_person(db: Database, username: str, role: Role, branches: list[str], password: str) -> str:
+    """A person's account with a password and TOTP; returns the TOTP secret (base32)."""
+    import pyotp
+
+    from services.auth.accounts import add_account, enroll_totp
+    from services.auth.auditing import DirectAudit
+
+    audit = DirectAudit(db)
+    await add_account(db, audit, actor="test", username=username, kind="person", role=role, branches=branches,
+                      password=password)
+    uri = await enroll_totp(db, audit, actor="test", username=username)
+    secret: str = pyotp.parse_uri(uri).secret
+    return secret
+
+
+@pytest.fixture
 async def system(tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Console]:
     """Every service on an in-memory bus, a two-device fleet in BRANCH, and the console."""
     monkeypatch.setenv("CLEARCARD_COORDINATOR_SCHEDULER", "0")  # the clears here are the tests' own
@@ -72,4 +94,4 @@ async def system(tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyP
         yield c
 
 
-__all__ = ["BRANCH", "Console"]
+__all__ = ["BRANCH", "Console", "add_person"]

@@ -67,12 +67,12 @@ async def test_a_token_minted_over_http_carries_no_more_than_its_issuer_and_is_a
         assert other.status_code == 403
         long_person = await http.post("/api/tokens", json={"subject": "li.wei", "role": "operator", "kind": "person",
                                                            "branches": [BRANCH], "ttl": 9 * 3600})
-        assert long_person.status_code == 400 and "28800" in long_person.json()["error"]["message"]
+        assert long_person.status_code == 409 and "28800" in long_person.json()["error"]["message"]
         too_long = await http.post("/api/tokens", json={"subject": "erp", "role": "requester", "branches": [BRANCH],
                                                         "ttl": 8 * 24 * 3600})
         assert too_long.status_code == 422
         as_admin = await http.post("/api/tokens", json={"subject": "erp", "role": "admin", "branches": [BRANCH]})
-        assert as_admin.status_code == 400  # a service never holds admin
+        assert as_admin.status_code == 409  # a service never holds admin
         issued = await http.post("/api/tokens", json={"subject": "li.wei", "role": "operator", "kind": "person",
                                                       "branches": [BRANCH], "ttl": 8 * 3600})
         assert issued.status_code == 200, issued.text
@@ -119,7 +119,8 @@ async def _backup_of_a_clear(system: Console) -> str:
         backups = (await http.get("/api/backups")).json()
     async with system.client(Role.OPERATOR, ("elsewhere",)) as http:
         assert (await http.get("/api/backups")).json() == []  # another branch's backups stay unseen
-        assert (await http.post(f"/api/backups/{backups[0]['backup_id']}/verify")).status_code == 400
+        # as if it did not exist
+        assert (await http.post(f"/api/backups/{backups[0]['backup_id']}/verify")).status_code == 404
     return str(backups[0]["backup_id"])
 
 
