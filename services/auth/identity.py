@@ -22,17 +22,16 @@ import trio
 from services.auth.tokens import ISSUER, KeyRing
 from shared import audit
 from shared.bus.api import Bus, Delivery, Handler, Reject
-from shared.bus.topology import AUTH_REQUESTS, Topology
+from shared.bus.topology import AUTH_REQUESTS, COORDINATOR_COMMANDS, Topology
 
-# Queues where requests from outside arrive; their handlers check the caller's bearer token.
-_COORDINATOR_COMMANDS = "clearcard.coordinator.commands"  # fleet.clear, clear.cancel
 
 HEADER = "x-clearcard-service"
 AUDIENCE = "clearcard-internal"
 TTL = 3600
 RENEW_BEFORE = 600
+# Queues where requests from outside arrive; their handlers check the caller's bearer token.
 PUBLIC_QUEUES = frozenset({AUTH_REQUESTS.name, AUTH_REQUESTS.dead_letter_queue,
-                           _COORDINATOR_COMMANDS, f"{_COORDINATOR_COMMANDS}.dead"})
+                           COORDINATOR_COMMANDS.name, COORDINATOR_COMMANDS.dead_letter_queue})
 
 log = structlog.get_logger("clearcard.identity")
 

@@ -1,8 +1,7 @@
-"""The coordinator's own command queue (fleet operations and cancellations)."""
+"""The coordinator's own command queue (fleet operations and cancellations), named in shared/bus/topology.py."""
 
 from __future__ import annotations
 
-from shared.bus.topology import service_queue
-from shared.messages.fleet import CLEAR_CANCEL, FLEET_CLEAR
+from shared.bus.topology import COORDINATOR_COMMANDS
 
-COORDINATOR_COMMANDS = service_queue("coordinator.commands", FLEET_CLEAR, CLEAR_CANCEL)
+__all__ = ["COORDINATOR_COMMANDS"]

@@ -14,14 +14,13 @@ from services.notify.notices import Notice, failure_notices, lock_notice
 from services.notify.senders import SendFailed, SmtpConfig, post_webhook, send_email
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
-from shared.bus.topology import EVENTS, QueueSpec, topology_for
+from shared.bus.topology import NOTIFY, topology_for
 from shared.config import Settings
 from shared.db import Database
 
 SERVICE = "notify"
 log = structlog.get_logger("clearcard.notify")
-NOTIFY_QUEUE = QueueSpec(name="clearcard.notify",
-                         bindings=((EVENTS, "clear.finished"), (EVENTS, "device.lock_warning")))
+NOTIFY_QUEUE = NOTIFY
 
 
 def smtp_from_env() -> SmtpConfig:

@@ -27,14 +27,17 @@ class DatabaseUnavailable(Exception):
 
 
 # Errors that mean "the database is not there right now" (restart, cut link, full), not a bug:
-# callers treat them as transient and try again.
+# callers treat them as transient and try again (shared/outages.py adds the broker's).
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     DatabaseUnavailable,
-    OSError,
+    OSError,  # includes TimeoutError: asyncpg's command_timeout
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now: a restarting server
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full
+    # a deadlock victim or serialization failure: the transaction rolled back whole, so running
+    # it again is safe
+    asyncpg.TransactionRollbackError,
 )
 
 
