@@ -22,13 +22,13 @@ import trio
 from services.auth.tokens import ISSUER, KeyRing
 from shared import audit
 from shared.bus.api import Bus, Delivery, Handler, Reject
-from shared.bus.topology import AUTH_REQUESTS, COORDINATOR_COMMANDS, Topology
-
+from shared.bus.topology import AUTH_REQUESTS, COORDINATOR_COMMANDS, RETRY_SCHEDULE, Topology
 
 HEADER = "x-clearcard-service"
 AUDIENCE = "clearcard-internal"
 TTL = 3600
 RENEW_BEFORE = 600
+MAX_RETRY_LEEWAY = RETRY_SCHEDULE.budget + TTL  # the longest a message may wait in retry queues
 # Queues where requests from outside arrive; their handlers check the caller's bearer token.
 PUBLIC_QUEUES = frozenset({AUTH_REQUESTS.name, AUTH_REQUESTS.dead_letter_queue,
                            COORDINATOR_COMMANDS.name, COORDINATOR_COMMANDS.dead_letter_queue})
@@ -54,15 +54,19 @@ class ServiceIdentity:
             self._token = (jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid}), now + TTL)
         return self._token[0]
 
-    def check(self, headers: Mapping[str, Any]) -> str:
-        """The sending service's name; raises Reject when the identity is missing or not valid."""
+    def check(self, headers: Mapping[str, Any], *, leeway: float = 0.0) -> str:
+        """The sending service's name; raises Reject when the identity is missing or not valid.
+
+        `leeway`: seconds an identity may be past its expiry (a message that waited in retry
+        queues was checked when it first arrived; see `IdentifiedBus.consume`).
+        """
         raw = headers.get(HEADER)
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "replace")
         if not isinstance(raw, str) or not raw:
             raise Reject("no service identity on an internal message")
         cached = self._verified.get(raw)
-        if cached and cached[1] > time.time():
+        if cached and cached[1] + leeway > time.time():
             return cached[0]
         try:
             kid = jwt.get_unverified_header(raw).get("kid")
@@ -70,7 +74,7 @@ class ServiceIdentity:
             if key is None:
                 raise Reject("service identity signed by an unknown key")
             claims = jwt.decode(raw, key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
-                                options={"require": ["exp", "sub"]})
+                                options={"require": ["exp", "sub"]}, leeway=leeway)
         except jwt.PyJWTError as exc:
             raise Reject(f"service identity not valid: {exc}") from None
         subject = str(claims["sub"])
@@ -112,8 +116,12 @@ class IdentifiedBus:
             return
 
         async def checked(delivery: Delivery) -> None:
+            # a message retried later after an outage was sent (and checked) before it waited:
+            # its identity may have expired in a retry queue meanwhile
+            first = delivery.attempt.first_failure
+            leeway = min(MAX_RETRY_LEEWAY, max(0.0, time.time() - first)) if first is not None else 0.0
             try:
-                self._identity.check(delivery.headers)
+                self._identity.check(delivery.headers, leeway=leeway)
             except Reject as exc:
                 log.warning("internal message without a valid service identity", queue=queue,
                             routing_key=delivery.routing_key, reason=str(exc))

@@ -71,7 +71,9 @@ async def pg_ready() -> bool:
 
 async def _until_ready() -> None:
     with trio.fail_after(60):
-        while not await pg_ready():
+        while True:
+            if await pg_ready():
+                return
             await trio.sleep(0.2)  # polling pg_isready: there is no event to wait on
 
 
