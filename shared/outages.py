@@ -28,8 +28,13 @@ log = structlog.get_logger("clearcard.outages")
 T = TypeVar("T")
 P = ParamSpec("P")
 
-# The database or the broker is not there right now (restart, cut link, full): wait, try again.
-OUTAGE_ERRORS: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, BusError)
+class ServiceOutage(Exception):
+    """A service we asked answered that it cannot reach its own database or broker right now."""
+
+
+# The database or the broker is not there right now (restart, cut link, full), here or at a
+# service we depend on: wait, try again.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, BusError, ServiceOutage)
 
 
 def is_outage(exc: BaseException) -> bool:

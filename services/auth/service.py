@@ -17,12 +17,12 @@ from services.auth.revocation import RevocationList
 from services.auth.tokens import KeyRing
 from shared import audit, telemetry
 from shared.bus.api import Bus, Delivery, Reject
-from shared.bus.middleware import traced
+from shared.bus.middleware import traced, with_last_words
 from shared.bus.topology import AUTH_REQUESTS, CLEAR_AUTHORIZED, COMMANDS, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
-from shared.events import publish_event
+from shared.events import publish_event, reject_given_up
 from shared.messages.clear import ClearRejected, ClearRequest, Error
 from shared.messages.codec import DecodeError, decode
 
@@ -98,5 +98,8 @@ async def run_auth(bus: Bus, db: Database, settings: Settings, *,
     async def handler(delivery: Delivery) -> None:
         await handle_request(bus, keys, delivery, db=db, revocations=revocations)
 
-    await bus.consume(AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, handler),
+    async def last_words(delivery: Delivery, exc: BaseException) -> None:
+        await reject_given_up(bus, SERVICE, delivery, exc)
+
+    await bus.consume(AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, with_last_words(handler, last_words)),
                       prefetch=64, task_status=task_status)

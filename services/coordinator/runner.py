@@ -4,6 +4,10 @@ Work is leased in PostgreSQL and the lease is renewed (heartbeat) only for the d
 this process is driving: a coordinator that dies leaves leases that expire within
 `lease_seconds`, and any replica resumes those devices at their last persisted step. A step's
 state, its `clear.progress` event and its audit record commit in one transaction (outbox).
+Every write is fenced (leases.py): a replica that lost a lease stops driving that device.
+
+The database or broker going away is only a delay: claims, heartbeats and writes are tried
+again with backoff, a step interrupted by an outage runs again (every step is idempotent).
 """
 
 from __future__ import annotations
@@ -17,16 +21,15 @@ import structlog
 import trio
 from opentelemetry.trace import SpanKind
 
-from services.coordinator import outbox
+from services.coordinator import leases, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
 from shared import telemetry
-from shared.bus.api import Bus, BusError
+from shared.bus.api import Bus
 from shared.db import Database
-from shared.db.pool import DatabaseUnavailable
 from shared.errors import ClearCardError, ErrorCode
 from shared.events import OutgoingMessage
 from shared.messages.clear import (
@@ -39,15 +42,11 @@ from shared.messages.clear import (
     overall_status,
     step_percent,
 )
+from shared.outages import DEFAULT_BACKOFF, OUTAGE_ERRORS, describe, until_available
 
 SERVICE = "coordinator"
 log = structlog.get_logger("clearcard.coordinator")
-# infrastructure trouble: the step is retried in place (it is idempotent), never a device failure
-# (a deadlock victim's transaction rolled back whole: running it again is safe)
-_INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-          asyncpg.DeadlockDetectedError,
-          asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now: a restarting server
-          asyncpg.InsufficientResourcesError)  # too many connections
+Key = tuple[str, str]  # (request id, device id)
 
 
 class Runner:
@@ -64,7 +63,8 @@ class Runner:
         self._slots = trio.CapacityLimiter(self.config.max_in_flight)
         self._gateways: dict[str, trio.CapacityLimiter] = {}
         self._branches: dict[str, trio.CapacityLimiter] = {}
-        self._driving: set[tuple[str, str]] = set()
+        # what this process drives: the fencing number it holds and the scope that stops it
+        self._driving: dict[Key, tuple[int, trio.CancelScope]] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -81,12 +81,12 @@ class Runner:
             task_status.started()
             while True:
                 free = self.config.max_in_flight - len(self._driving)
+                works: list[repo.Work] = []
                 if free > 0:
                     try:
-                        works = await self._db.run(repo.claim_work, self.owner, free, self.config.lease_seconds)
-                    except _INFRA as exc:
-                        log.warning("cannot claim work", error=repr(exc))
-                        works = []
+                        works = await self._db.run(leases.claim_work, self.owner, free, self.config.lease_seconds)
+                    except* OUTAGE_ERRORS as group:
+                        log.warning("cannot claim work; waiting for the database", error=describe(group))
                     self.start(works)
                 with trio.move_on_after(self.config.poll_interval):
                     await self._wake.wait()
@@ -102,17 +102,25 @@ class Runner:
         for work in works:
             key = (work.request_id, work.device_id)
             if key not in self._driving:
-                self._driving.add(key)
+                self._driving[key] = (work.lease_epoch, trio.CancelScope())
                 self._nursery.start_soon(self.drive, work)
 
     async def _renew_leases(self) -> None:
+        """The heartbeat: extend our leases; stop driving the ones another replica took over."""
         while True:
             await trio.sleep(self.config.lease_seconds / 4)
+            held = [(rid, did, epoch) for (rid, did), (epoch, _) in self._driving.items()]
+            lost: set[Key] = set()
             try:
-                await self._db.run(repo.renew_leases, self.owner, sorted(self._driving),
-                                   self.config.lease_seconds)
-            except _INFRA as exc:
-                log.warning("cannot renew leases", error=repr(exc))
+                lost = await self._db.run(leases.renew_leases, self.owner, held, self.config.lease_seconds)
+            except* OUTAGE_ERRORS as group:
+                log.warning("cannot renew leases; waiting for the database", error=describe(group))
+            for key in lost:
+                driving = self._driving.get(key)
+                if driving is not None and (key[0], key[1], driving[0]) in held:
+                    log.warning("lease lost to another coordinator; no longer driving the device",
+                                request_id=key[0], device_id=key[1])
+                    driving[1].cancel()
 
     def _limiter(self, table: dict[str, trio.CapacityLimiter], key: str, size: int) -> trio.CapacityLimiter:
         limiter = table.get(key)
@@ -121,44 +129,57 @@ class Runner:
         return limiter
 
     async def drive(self, work: repo.Work) -> None:
-        """Take one device from its persisted step to an outcome."""
+        """Take one device from its persisted step to an outcome (unless its lease is lost)."""
+        key = (work.request_id, work.device_id)
+        scope = self._driving[key][1]
         try:
-            async with (self._slots,
-                        self._limiter(self._gateways, work.gateway_id, self.config.per_gateway),
-                        self._limiter(self._branches, work.branch_id, self.config.per_branch)):
-                parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
-                with telemetry.tracer(SERVICE).start_as_current_span(
-                    f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
-                    attributes={"clearcard.request_id": work.request_id,
-                                "clearcard.device_id": work.device_id},
-                ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
-                                                           device_id=work.device_id):
-                    await self._drive(work)
+            with scope:
+                await self._drive_within_limits(work)
+        except repo.LeaseLost:
+            log.warning("lease lost to another coordinator; stopped driving the device",
+                        request_id=work.request_id, device_id=work.device_id)
         finally:
-            self._driving.discard((work.request_id, work.device_id))
+            self._driving.pop(key, None)
+
+    async def _drive_within_limits(self, work: repo.Work) -> None:
+        async with (self._slots,
+                    self._limiter(self._gateways, work.gateway_id, self.config.per_gateway),
+                    self._limiter(self._branches, work.branch_id, self.config.per_branch)):
+            parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
+            with telemetry.tracer(SERVICE).start_as_current_span(
+                f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
+                attributes={"clearcard.request_id": work.request_id,
+                            "clearcard.device_id": work.device_id},
+            ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
+                                                       device_id=work.device_id):
+                await self._drive(work)
 
     async def _drive(self, work: repo.Work) -> None:
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
         cancelled = work.cancelled
+        waits = DEFAULT_BACKOFF.delays()
         try:
             while step is not None:
                 if step is Step.WRITTEN_BACK and not work.writeback_started:
-                    if not await self._retrying(self._db.run, repo.begin_writeback, work):
+                    if not await until_available("begin write-back", self._db.run, repo.begin_writeback, work):
                         await self._finish(work, Outcome.SKIPPED, None)
                         return
-                elif cancelled and STEPS_BEFORE_WRITEBACK.get(step, False) and not work.writeback_started:
+                elif cancelled and step in STEPS_BEFORE_WRITEBACK and not work.writeback_started:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
                 try:
                     result = await STEP_EFFECTS[step](self._ports, work, state)
-                except _INFRA as exc:
-                    log.warning("step interrupted by infrastructure; retrying", step=step.value, error=repr(exc))
-                    await trio.sleep(1.0)
+                except OUTAGE_ERRORS as exc:  # the broker, or a service's database: run the step again
+                    log.warning("step interrupted by an outage; trying again", step=step.value, error=describe(exc))
+                    await trio.sleep(next(waits))
                     continue
+                waits = DEFAULT_BACKOFF.delays()
                 state = result.state
-                cancelled = await self._retrying(self._save, work, step, state, result.backup_id)
+                cancelled = await until_available("save a step", self._save, work, step, state, result.backup_id)
                 step = next_step(step)
+        except repo.LeaseLost:
+            raise  # another coordinator drives the device now: nothing more is written here
         except DeviceAlreadyCleared:
             await self._finish(work, Outcome.ALREADY_CLEARED, None)
         except ClearCardError as exc:
@@ -171,17 +192,6 @@ class Runner:
             await self._finish(work, Outcome.FAILED, Error.of(ErrorCode.INTERNAL), step)
         else:
             await self._finish(work, Outcome.CLEARED, None)
-
-    async def _retrying(self, fn: Any, *args: Any) -> Any:
-        """Run a database unit until the database answers (a restart is only a delay)."""
-        delay = 0.2
-        while True:
-            try:
-                return await fn(*args)
-            except _INFRA as exc:
-                log.warning("database unavailable; retrying", error=repr(exc))
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _save(self, work: repo.Work, step: Step, state: dict[str, Any], backup_id: str | None) -> bool:
         messages = progress_messages(work, step)
@@ -224,13 +234,14 @@ class Runner:
                               correlation_id=request["correlation_id"]),
             ])
 
-        await self._retrying(self._db.run, unit)
+        await until_available("record an outcome", self._db.run, unit)
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
 
 
-STEPS_BEFORE_WRITEBACK = {s: True for s in (Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
-                                            Step.REPORTED, Step.DECLARATION_CHECKED)}
+# steps a cancelled request skips (from the write-back on, there is no undo)
+STEPS_BEFORE_WRITEBACK = frozenset({Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
+                                    Step.REPORTED, Step.DECLARATION_CHECKED})
 
 
 def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:

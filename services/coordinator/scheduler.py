@@ -21,6 +21,7 @@ from shared import telemetry
 from shared.db import Database
 from shared.errors import ErrorCode
 from shared.messages.fleet import LockWarning
+from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.scheduler")
 SUBJECT = "scheduler"
@@ -57,8 +58,8 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("scheduler tick failed", error=repr(exc))
+            except* OUTAGE_ERRORS as group:  # the next tick tries again; a bug ends the leader's duties
+                log.warning("scheduler tick failed; waiting for the database", error=describe(group))
             await trio.sleep(self._config.schedule_tick)
 
     async def tick(self) -> list[str]:

@@ -16,12 +16,13 @@ from services.coordinator.ports import Ports, RetryPolicy
 from services.coordinator.runner import Runner
 from services.coordinator.scheduler import Scheduler
 from services.coordinator.topology import COORDINATOR_COMMANDS
-from shared.bus.api import Bus
-from shared.bus.middleware import traced
+from shared.bus.api import Bus, Delivery
+from shared.bus.middleware import traced, with_last_words
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COORDINATOR_REQUESTS, topology_for
 from shared.config import Settings
 from shared.db import Database
+from shared.events import reject_given_up
 
 SERVICE = "coordinator"
 
@@ -51,8 +52,12 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                     leader.start_soon(scheduler.run)
 
         await nursery.start(lambda task_status: lead(db.dsn, duties, task_status=task_status))
+        async def last_words(delivery: Delivery, exc: BaseException) -> None:
+            await reject_given_up(bus, SERVICE, delivery, exc)
+
+        requests = with_last_words(intake.handle, last_words)
         await nursery.start(lambda task_status: bus.consume(
-            COORDINATOR_REQUESTS.name, traced(SERVICE, COORDINATOR_REQUESTS.name, intake.handle),
+            COORDINATOR_REQUESTS.name, traced(SERVICE, COORDINATOR_REQUESTS.name, requests),
             prefetch=32, task_status=task_status))
         await nursery.start(lambda task_status: bus.consume(
             COORDINATOR_COMMANDS.name, traced(SERVICE, COORDINATOR_COMMANDS.name, commands.handle),

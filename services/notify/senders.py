@@ -13,7 +13,7 @@ import trio
 
 
 class SendFailed(Exception):
-    """The SMTP server or webhook did not take the notification (it is retried on redelivery)."""
+    """The SMTP server or webhook did not take the notification (the event comes back later)."""
 
 
 @dataclass(frozen=True)
@@ -24,31 +24,37 @@ class SmtpConfig:
     timeout: float = 10.0
 
 
-def _send_mail(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+def _send_mail(config: SmtpConfig, to: str, subject: str, text: str, message_id: str | None) -> None:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = config.sender, to, subject
+    if message_id:  # the same on a resend: mail clients show a repeat once
+        message["Message-ID"] = f"<{message_id}@clearcard>"
     message.set_content(text)
     with smtplib.SMTP(config.host, config.port, timeout=config.timeout) as smtp:
         smtp.send_message(message)
 
 
-def _post(url: str, payload: dict[str, Any], timeout: float) -> None:
+def _post(url: str, payload: dict[str, Any], timeout: float, idempotency_key: str | None) -> None:
+    headers = {"content-type": "application/json"}
+    if idempotency_key:  # the same on every attempt: a receiver that saw it drops the repeat
+        headers["Idempotency-Key"] = idempotency_key
     request = urllib.request.Request(url, data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                                     headers={"content-type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:
         if response.status >= 300:
             raise SendFailed(f"webhook answered {response.status}")
 
 
-async def send_email(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+async def send_email(config: SmtpConfig, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:
     try:
-        await trio.to_thread.run_sync(_send_mail, config, to, subject, text)
+        await trio.to_thread.run_sync(_send_mail, config, to, subject, text, message_id)
     except (OSError, smtplib.SMTPException) as exc:
         raise SendFailed(f"SMTP {config.host}:{config.port}: {exc}") from exc
 
 
-async def post_webhook(url: str, payload: dict[str, Any]) -> None:
+async def post_webhook(url: str, payload: dict[str, Any], *, idempotency_key: str | None = None) -> None:
     try:
-        await trio.to_thread.run_sync(_post, url, payload, 10.0)  # a thread cannot be cancelled: bound it here
+        # a thread cannot be cancelled: bound it here
+        await trio.to_thread.run_sync(_post, url, payload, 10.0, idempotency_key)
     except OSError as exc:  # URLError and HTTPError are OSErrors
         raise SendFailed(f"webhook {url}: {exc}") from exc

@@ -23,7 +23,16 @@ import trio
 
 from shared.bus.api import BusError, Delivery, Handler
 from shared.bus.middleware import publish_span, run_handler
-from shared.bus.retry import Settlement, Verdict, attempt_of, dead_headers, original_route, retry_headers
+from shared.bus.retry import (
+    EXCHANGE,
+    ROUTING_KEY,
+    Settlement,
+    Verdict,
+    attempt_of,
+    dead_headers,
+    original_route,
+    retry_headers,
+)
 from shared.bus.routing import topic_matches
 from shared.bus.topology import DEAD_LETTERS, QueueSpec, Topology
 
@@ -225,8 +234,10 @@ class MemoryBus:
                           headers={**delivery.headers, "x-delivery-count": count}))
             return
         # the broker's own delivery limit (a consumer that kept dying while holding the message)
+        # (RabbitMQ keeps where it came from in x-death; here in the headers a consumer would set)
         self._route(replace(delivery, exchange=DEAD_LETTERS, routing_key=q.name,
-                            headers={**delivery.headers, "x-first-death-reason": "delivery_limit",
+                            headers={EXCHANGE: delivery.exchange, ROUTING_KEY: delivery.routing_key,
+                                     **delivery.headers, "x-first-death-reason": "delivery_limit",
                                      "x-first-death-queue": q.name}))
 
     def _park(self, spec: QueueSpec, delivery: Delivery, settlement: Settlement) -> None:

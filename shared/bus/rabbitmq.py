@@ -307,13 +307,20 @@ class RabbitBus:
         wanted = min(limit, depth or 0)
         if wanted <= 0:
             return 0
-        seen = 0
+        seen = removed = 0
         async with rq.subscribe(self._current_link(), queue, wanted) as deliveries:
             with trio.move_on_after(10):  # a message another tool holds right now is not waited for
                 async for message in deliveries:
                     seen += 1
                     keep = not await visit(rq.delivery_of(message, None))
                     rq.settle(message, Verdict.REQUEUE if keep else Verdict.ACK)
+                    removed += not keep
                     if seen >= wanted:
                         break
+        # the kept ones return to the queue asynchronously; the next look must see them
+        with trio.move_on_after(5):
+            while True:
+                if (await self.queue_depth(queue) or 0) >= (depth or 0) - removed:
+                    break
+                await trio.sleep(0.05)  # the broker's own bookkeeping: there is no event to wait on
         return seen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from shared.messages.base import DeviceId, Frozen, Period
+from shared.messages.base import DeviceId, FromOutside, Frozen, Period
 from shared.messages.device import Invoice, TypeSummary, WritebackPackage
 
 
@@ -27,7 +27,7 @@ class ReportSubmission(Frozen):
     summaries: list[TypeSummary]
 
 
-class Accepted(Frozen):
+class Accepted(FromOutside):
     accepted: int  # how many items the bureau took (a repeat is accepted again, not duplicated)
 
 
@@ -39,7 +39,7 @@ class DeclarationQuery(Frozen):
     device_id: DeviceId
 
 
-class DeclarationStatus(Frozen):
+class DeclarationStatus(FromOutside):
     declared: bool
     comparison: Literal["pass", "fail", "pending"]
 
@@ -56,5 +56,5 @@ class PackageRequest(Frozen):
     challenge: str
 
 
-class PackageReply(Frozen):
+class PackageReply(FromOutside):
     package: WritebackPackage

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.messages.base import DeviceId, Frozen, InvoiceType, Period
+from shared.messages.base import DeviceId, FromOutside, Frozen, InvoiceType, Period
 
 TypeStatus = Literal[0, 1, 2]  # 0 needs reporting, 1 reported awaiting write-back, 2 cleared
 
@@ -27,7 +27,7 @@ class PeriodCommand(DeviceCommand):
     invoice_types: list[InvoiceType] = Field(default_factory=list)  # empty = every type held
 
 
-class Monitoring(Frozen):
+class Monitoring(FromOutside):
     """The bureau's monitoring data (监控管理数据) as the device holds it."""
 
     lock_date: str  # 开票截止日期, YYYY-MM-DD
@@ -42,7 +42,7 @@ class Monitoring(Frozen):
     offline_amount_limit: str
 
 
-class DeviceInfo(Frozen):
+class DeviceInfo(FromOutside):
     """Reply to `info` and `precheck`: what the device says about itself right now."""
 
     device_id: str
@@ -57,7 +57,7 @@ class DeviceInfo(Frozen):
     monitoring: Monitoring
 
 
-class Invoice(Frozen):
+class Invoice(FromOutside):
     invoice_type: str
     code: str  # 发票代码
     number: str  # 发票号码
@@ -68,7 +68,7 @@ class Invoice(Frozen):
     offline: bool = False
 
 
-class TypeSummary(Frozen):
+class TypeSummary(FromOutside):
     """The signed period summary (抄税) of one invoice type."""
 
     invoice_type: str
@@ -86,7 +86,7 @@ class TypeSummary(Frozen):
     signature: str  # hex; the device's signature over the summary
 
 
-class PeriodData(Frozen):
+class PeriodData(FromOutside):
     """Reply to `read_period`: everything a backup of the device's period holds."""
 
     info: DeviceInfo
@@ -94,28 +94,28 @@ class PeriodData(Frozen):
     summaries: list[TypeSummary]  # as they would be reported (not signed if not yet reported)
 
 
-class OfflineUpload(Frozen):
+class OfflineUpload(FromOutside):
     """Reply to `upload_offline`: the invoices issued offline, now marked uploaded on the device."""
 
     device_id: str
     invoices: list[Invoice]
 
 
-class ReportReply(Frozen):
+class ReportReply(FromOutside):
     """Reply to `report`: one signed summary per type now in status 1 (or already reported)."""
 
     device_id: str
     summaries: list[TypeSummary]
 
 
-class Challenge(Frozen):
+class Challenge(FromOutside):
     """Reply to `challenge`: a random value the next write-back package must carry."""
 
     device_id: str
     challenge: str
 
 
-class WritebackPackage(Frozen):
+class WritebackPackage(FromOutside):
     """The bureau's ciphertext package (反写监控), checked by the device before it applies it."""
 
     package_id: str
@@ -136,7 +136,7 @@ class WritebackCommand(DeviceCommand):
     package: WritebackPackage
 
 
-class WritebackReply(Frozen):
+class WritebackReply(FromOutside):
     device_id: str
     applied: list[str]  # types cleared by this package now
     already: list[str]  # types this package had already cleared (a repeat is not applied twice)
