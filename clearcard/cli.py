@@ -376,13 +376,14 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, fleet, notify, user
+    from clearcard.commands import audit_review, backup_admin, dlq, fleet, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
+    app.add_typer(dlq.app, name="dlq")
 
 
 _register_subcommands()

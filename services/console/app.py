@@ -10,10 +10,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console import routes_admin, routes_clears, routes_fleet, routes_ops
+from services.console import routes_admin, routes_clears, routes_dlq, routes_fleet, routes_ops
 from services.console.context import ConsoleContext
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
+from shared.outages import OUTAGE_ERRORS
 
 STATIC = resources.files("services.console") / "static"
 
@@ -42,6 +43,13 @@ async def _clearcard_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"www-authenticate": "Bearer"} if HTTP_STATUS.get(exc.code) == 401 else None
     return JSONResponse(error_body(exc.code.value, exc.message), status_code=HTTP_STATUS.get(exc.code, 409),
                         headers=headers)
+
+
+async def _outage(request: Request, exc: Exception) -> JSONResponse:
+    """The database or broker is away: 503, in plain words, and the caller may try again."""
+    return JSONResponse(error_body(ErrorCode.TIMEOUT.value, "The database or message broker is unreachable "
+                                   "right now; try again in a moment."), status_code=503,
+                        headers={"retry-after": "5"})
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -92,7 +100,9 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ClearCardError, _clearcard_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (routes_ops, routes_fleet, routes_clears, routes_admin):
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _outage)
+    for module in (routes_ops, routes_fleet, routes_clears, routes_admin, routes_dlq):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

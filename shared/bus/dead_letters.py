@@ -9,7 +9,6 @@ idempotent handler never applies it twice; only then is it removed from the dead
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -196,8 +195,3 @@ async def replay(bus: DeadLetterBus, queue: str, *, replayed_by: str, message_id
     depth = await bus.queue_depth(f"{queue}.dead") or 0
     await bus.drain(f"{queue}.dead", visit, limit=min(depth, limit if message_ids is None else SCAN_LIMIT))
     return replayed
-
-
-def summary(letters: Iterable[DeadLetter]) -> str:
-    """For an audit record's detail: which messages (ids) were touched."""
-    return json.dumps([letter.message_id for letter in letters])[:2000]
