@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -47,6 +48,18 @@ from shared.outages import DEFAULT_BACKOFF, OUTAGE_ERRORS, describe, until_avail
 SERVICE = "coordinator"
 log = structlog.get_logger("clearcard.coordinator")
 Key = tuple[str, str]  # (request id, device id)
+# No device work starts on a lease last confirmed longer ago than this share of it: another
+# replica may claim it once it expires, and then only one of the two may be talking to the device.
+SAFE_SHARE = 0.75
+
+
+@dataclass
+class _Held:
+    """A device clear this process drives: its fencing number, what stops it, when it was last ours."""
+
+    epoch: int
+    scope: trio.CancelScope
+    confirmed_at: float  # trio time at which the lease was last known to be ours
 
 
 class Runner:
@@ -63,8 +76,8 @@ class Runner:
         self._slots = trio.CapacityLimiter(self.config.max_in_flight)
         self._gateways: dict[str, trio.CapacityLimiter] = {}
         self._branches: dict[str, trio.CapacityLimiter] = {}
-        # what this process drives: the fencing number it holds and the scope that stops it
-        self._driving: dict[Key, tuple[int, trio.CancelScope]] = {}
+        self._driving: dict[Key, _Held] = {}
+        self._renewed = trio.Event()  # the heartbeat (or a write) confirmed leases
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -102,25 +115,51 @@ class Runner:
         for work in works:
             key = (work.request_id, work.device_id)
             if key not in self._driving:
-                self._driving[key] = (work.lease_epoch, trio.CancelScope())
+                self._driving[key] = _Held(work.lease_epoch, trio.CancelScope(), trio.current_time())
                 self._nursery.start_soon(self.drive, work)
 
     async def _renew_leases(self) -> None:
         """The heartbeat: extend our leases; stop driving the ones another replica took over."""
         while True:
             await trio.sleep(self.config.lease_seconds / 4)
-            held = [(rid, did, epoch) for (rid, did), (epoch, _) in self._driving.items()]
-            lost: set[Key] = set()
+            asked_at = trio.current_time()
+            held = {(rid, did): h.epoch for (rid, did), h in self._driving.items()}
+            lost: set[Key] | None = None
             try:
-                lost = await self._db.run(leases.renew_leases, self.owner, held, self.config.lease_seconds)
+                lost = await self._db.run(leases.renew_leases, self.owner,
+                                          [(rid, did, epoch) for (rid, did), epoch in held.items()],
+                                          self.config.lease_seconds)
             except* OUTAGE_ERRORS as group:
                 log.warning("cannot renew leases; waiting for the database", error=describe(group))
-            for key in lost:
-                driving = self._driving.get(key)
-                if driving is not None and (key[0], key[1], driving[0]) in held:
+            if lost is None:
+                continue
+            for key, epoch in held.items():
+                mine = self._driving.get(key)
+                if mine is None or mine.epoch != epoch:
+                    continue
+                if key in lost:
                     log.warning("lease lost to another coordinator; no longer driving the device",
                                 request_id=key[0], device_id=key[1])
-                    driving[1].cancel()
+                    mine.scope.cancel()
+                else:
+                    mine.confirmed_at = max(mine.confirmed_at, asked_at)
+            self._renewed.set()
+            self._renewed = trio.Event()
+
+    async def _while_leased(self, key: Key) -> None:
+        """Return once the lease is known to be ours recently enough to start device work on it."""
+        mine = self._driving[key]
+        limit = self.config.lease_seconds * SAFE_SHARE
+        if trio.current_time() - mine.confirmed_at > limit:
+            log.info("lease not confirmed lately; device work waits for the heartbeat",
+                     request_id=key[0], device_id=key[1])
+            while trio.current_time() - mine.confirmed_at > limit:
+                await self._renewed.wait()
+
+    def _confirmed(self, key: Key, at: float) -> None:
+        mine = self._driving.get(key)
+        if mine is not None:
+            mine.confirmed_at = max(mine.confirmed_at, at)
 
     def _limiter(self, table: dict[str, trio.CapacityLimiter], key: str, size: int) -> trio.CapacityLimiter:
         limiter = table.get(key)
@@ -131,7 +170,7 @@ class Runner:
     async def drive(self, work: repo.Work) -> None:
         """Take one device from its persisted step to an outcome (unless its lease is lost)."""
         key = (work.request_id, work.device_id)
-        scope = self._driving[key][1]
+        scope = self._driving[key].scope
         try:
             with scope:
                 await self._drive_within_limits(work)
@@ -168,6 +207,7 @@ class Runner:
                 elif cancelled and step in STEPS_BEFORE_WRITEBACK and not work.writeback_started:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
+                await self._while_leased((work.request_id, work.device_id))
                 try:
                     result = await STEP_EFFECTS[step](self._ports, work, state)
                 except OUTAGE_ERRORS as exc:  # the broker, or a service's database: run the step again
@@ -201,7 +241,9 @@ class Runner:
             await outbox.stage(conn, work.request_id, messages)
             return cancelled
 
+        asked_at = trio.current_time()
         cancelled: bool = await self._db.run(unit)
+        self._confirmed((work.request_id, work.device_id), asked_at)  # saving extended the lease
         self._on_staged()
         return cancelled
 

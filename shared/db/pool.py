@@ -65,6 +65,29 @@ def pool_max_from_env(environ: Mapping[str, str] | None = None) -> int:
     return size
 
 
+IDLE_TRANSACTION_ENV = "CLEARCARD_DB_IDLE_TRANSACTION_TIMEOUT"
+DEFAULT_IDLE_TRANSACTION_TIMEOUT = 60.0
+
+
+def idle_transaction_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """CLEARCARD_DB_IDLE_TRANSACTION_TIMEOUT (seconds), or the default.
+
+    A transaction whose client went quiet that long (a stalled link, a paused process) is ended
+    by PostgreSQL, so its row locks cannot hold up the other replicas (a coordinator taking over
+    expired leases). Units of work here last milliseconds; asyncpg gives up on a statement after
+    60 s anyway.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(IDLE_TRANSACTION_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_IDLE_TRANSACTION_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{IDLE_TRANSACTION_ENV} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{IDLE_TRANSACTION_ENV} must be positive, got {raw!r}")
+    return value
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     """Returning a connection to the pool: nothing beyond asyncpg's own rollback of an open transaction.
 
@@ -87,9 +110,11 @@ class Database:
     @asynccontextmanager
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Database]:
         """Open a pool; needs a running trio-asyncio loop (`trio_asyncio.open_loop()`)."""
+        idle_ms = str(round(idle_transaction_timeout_from_env() * 1000))
         try:
             pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset
+                dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset,
+                server_settings={"idle_in_transaction_session_timeout": idle_ms},
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc

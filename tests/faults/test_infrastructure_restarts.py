@@ -27,9 +27,6 @@ async def test_broker_restarted_mid_clear(tmp_path: Path, database_url: str) -> 
         await assert_exactly_once(c, requests)
 
 
-@pytest.mark.xfail(strict=False, reason="open defect: on a PostgreSQL restart some services' background tasks "
-                   "(audit anchoring, registry updates, schedules) can still die on a connection error instead "
-                   "of waiting it out; passed in most runs, failed in one CI-like run")
 async def test_postgres_restarted_mid_clear(tmp_path: Path, database_url: str) -> None:
     async with cluster(tmp_path, database_url, layout=SEPARATE) as (c, url), following(c, url) as requests:
         await requests.submit()
