@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -40,9 +41,13 @@ def _post(url: str, payload: dict[str, Any], timeout: float, idempotency_key: st
         headers["Idempotency-Key"] = idempotency_key
     request = urllib.request.Request(url, data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
                                      headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if response.status >= 300:
-            raise SendFailed(f"webhook answered {response.status}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.status >= 300:
+                raise SendFailed(f"webhook answered {response.status}")
+    except urllib.error.HTTPError as exc:  # it holds the response open: close it before retrying later
+        exc.close()
+        raise SendFailed(f"webhook answered {exc.code}") from None
 
 
 async def send_email(config: SmtpConfig, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:

@@ -123,7 +123,8 @@ def _broker_free(headers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _route(delivery: Delivery) -> dict[str, Any]:
-    return {EXCHANGE: delivery.exchange, ROUTING_KEY: delivery.routing_key}
+    exchange, routing_key = original_route(delivery.headers, delivery.exchange, delivery.routing_key)
+    return {EXCHANGE: exchange, ROUTING_KEY: routing_key}
 
 
 def original_route(headers: Mapping[str, Any], exchange: str, routing_key: str) -> tuple[str, str]:

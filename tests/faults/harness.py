@@ -70,8 +70,15 @@ class Follower:
     request_ids: set[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+    message_ids: set[str] = field(default_factory=set)
 
     async def on_delivery(self, delivery: Delivery) -> None:
+        # the relay publishes a batch again when marking it published failed (a database cut):
+        # the same message ids, which a consumer drops as the contract says
+        if delivery.message_id in self.message_ids:
+            return
+        if delivery.message_id:
+            self.message_ids.add(delivery.message_id)
         event = json.loads(delivery.body)
         if event.get("request_id") in self.request_ids:
             self.events.append(event)
