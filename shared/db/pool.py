@@ -38,6 +38,9 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     # a deadlock victim or serialization failure: the transaction rolled back whole, so running
     # it again is safe
     asyncpg.TransactionRollbackError,
+    # asyncpg's protocol state broken by a connection lost mid-exchange ("cannot switch to state
+    # N; another operation is in progress"), seen on server restarts; the pool replaces it
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 
