@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from clearcard.startup import configured
 from shared.config import Settings
 
 app = typer.Typer(help="ClearCard: fleet-wide report-and-clear (抄报清卡) of VAT tax-control devices.",
@@ -74,7 +75,7 @@ def demo() -> None:
     _logging(json_logs=False)
     settings = _settings()
     try:
-        code = run_async(lambda: run_demo(settings, out))
+        code = configured(lambda: run_async(lambda: run_demo(settings, out)), err)
     finally:
         telemetry.shutdown()
     raise typer.Exit(code)
@@ -111,7 +112,7 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
                     break
 
     try:
-        run_async(main)
+        configured(lambda: run_async(main), err)
     finally:
         telemetry.shutdown()
 
@@ -185,7 +186,7 @@ def status(
     branch: Annotated[str | None, typer.Option(help="Only this branch.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every device with its per-type status, lock date and days left."""
+    """Every device: per-type status, lock date, days left, risk, and the bureau's filing and comparison."""
     from clearcard.runtime import infrastructure, run_async
     from clearcard.status_command import device_status, render_status
 
@@ -193,7 +194,7 @@ def status(
 
     async def main() -> list[dict[str, Any]]:
         async with infrastructure(settings) as (_, db):
-            return await device_status(db, branch)
+            return await device_status(db, settings, branch)
 
     rows = run_async(main)
     if as_json:
@@ -376,13 +377,15 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, dlq, fleet, notify, user
+    from clearcard.commands import audit_review, backup_admin, calendar, device, dlq, fleet, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
+    app.add_typer(calendar.app, name="calendar")
+    app.add_typer(device.app, name="device")
     app.add_typer(dlq.app, name="dlq")
 
 

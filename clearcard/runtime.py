@@ -70,10 +70,14 @@ async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> 
 
 async def start_services(nursery: trio.Nursery, names: Sequence[str], bus: Bus, db: Database,
                          settings: Settings) -> None:
-    """Start each named service and wait until it is consuming."""
+    """Start each named service and wait until it is consuming, and this process's metrics writer."""
+    from shared.metrics_store import run_flusher
+
     for name in names:
         run = entry(name)
         await nursery.start(_bind(run, identified(bus, name, settings), db, settings))
+    # the process's counters reach the console's /metrics through PostgreSQL (shared/metrics_store.py)
+    await nursery.start(lambda task_status: run_flusher(db, task_status=task_status))
 
 
 def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Callable[..., Awaitable[None]]:

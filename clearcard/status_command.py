@@ -1,57 +1,36 @@
-"""`clearcard status`: every device's per-type status, lock date and days left."""
+"""`clearcard status`: every device's per-type status, lock date, days left and the bureau's view."""
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from rich.table import Table
 
+from shared.config import Settings
 from shared.db import Database
+from shared.fleet_status import device_status as status_rows
+from shared.fleet_status import today
 
-_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
-CHINA = timezone(timedelta(hours=8))
+COLOURS = {"red": "red", "amber": "yellow", "green": "green", "abandoned": "magenta", "unknown": ""}
 
 
-async def device_status(db: Database, branch: str | None, today: date | None = None) -> list[dict[str, Any]]:
+async def device_status(db: Database, settings: Settings, branch: str | None) -> list[dict[str, Any]]:
     """One object per device, as contract §2 shapes `status --json`."""
-    today = today or datetime.now(CHINA).date()
-    rows = await db.fetch(
-        "SELECT device_id, branch_id, family, taxpayer_id, machine_no, type_status, lock_date,"
-        " pin_tries_left, online, last_seen, last_result, open_period FROM devices"
-        " WHERE $1::text IS NULL OR branch_id = $1 ORDER BY branch_id, device_id", branch)
-    result = []
-    for r in rows:
-        raw = r["type_status"]
-        statuses = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        lock: date | None = r["lock_date"]
-        result.append({
-            "device_id": r["device_id"],
-            "branch_id": r["branch_id"],
-            "family": r["family"],
-            "taxpayer_id": r["taxpayer_id"],
-            "machine_no": r["machine_no"],
-            "open_period": r["open_period"],
-            "types": {code: _WORDS.get(int(v), str(v)) for code, v in sorted(statuses.items())},
-            "lock_date": lock.isoformat() if lock else None,
-            "days_left": (lock - today).days if lock else None,
-            "pin_tries_left": r["pin_tries_left"],
-            "online": r["online"],
-            "last_seen": r["last_seen"].isoformat() if r["last_seen"] else None,
-            "last_result": r["last_result"],
-        })
-    return result
+    as_of = await db.run(today)
+    return await db.run(status_rows, as_of, settings.thresholds, [branch] if branch else None)
 
 
 def render_status(rows: list[dict[str, Any]]) -> Table:
+    """The same rows as a table; colours are the console's risk colours (shared/deadlines.py)."""
     table = Table(title="devices")
-    for column in ("device", "branch", "family", "types", "lock date", "days left", "last result"):
+    for column in ("device", "branch", "family", "types", "lock date", "days left", "filing", "comparison",
+                   "last result"):
         table.add_column(column)
     for r in rows:
-        days = r["days_left"]
-        colour = "red" if days is not None and days <= 3 else "yellow" if days is not None and days <= 7 else ""
+        colour = COLOURS.get(r["risk"], "")
+        days = "abandoned" if r["abandoned"] else str(r["days_left"])
         types = " ".join(f"{k}:{v}" for k, v in r["types"].items())
         table.add_row(r["device_id"], r["branch_id"], r["family"], types, r["lock_date"] or "-",
-                      f"[{colour}]{days}[/{colour}]" if colour else str(days), r["last_result"] or "-")
+                      f"[{colour}]{days}[/{colour}]" if colour else days, r["filing"], r["comparison"],
+                      r["last_result"] or "-")
     return table

@@ -76,6 +76,9 @@ class DeviceActor:
         except trio.WouldBlock:
             raise ClearCardError(ErrorCode.DEVICE_BUSY,
                                  f"too many commands are waiting for device {self.device_id}") from None
+        except trio.ClosedResourceError:
+            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
+                                 f"device {self.device_id} was taken out of service") from None
         result: outcome.Outcome[T] | None = None
         try:
             result = await receive.receive()
@@ -89,9 +92,13 @@ class DeviceActor:
         job: _Job[None] = _Job("release", lambda d: d.close(), math.inf,
                                trio.open_memory_channel[outcome.Outcome[None]](1)[0], needs_handle=False)
         # a full queue of commands: the next failing transfer closes the handle anyway
-        with contextlib.suppress(trio.WouldBlock):
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
             self._send.send_nowait(job)
         await trio.lowlevel.checkpoint()
+
+    def retire(self) -> None:
+        """No more commands: the ones already queued run, then the handle is closed and `run` returns."""
+        self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until cancelled; the handle is closed on the way out."""
@@ -133,7 +140,7 @@ class DeviceActor:
             while True:
                 try:
                     queued = self._receive.receive_nowait()
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):  # empty, or retired and drained
                     break
                 if queued.needs_handle:
                     queued.answer(outcome.Error(_offline(self.device_id)))

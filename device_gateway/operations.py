@@ -5,23 +5,27 @@ Handlers take one typed command; the state they need lives on the devices and in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
 import trio
 
-from device_gateway.actor import DeviceActor
 from device_gateway.drivers.base import DeviceDriver, DeviceStatus
-from device_gateway.pins import PinVault
 from device_gateway.repository import (
-    pin_record,
-    record_failed_pin,
+    pin_state,
     record_info,
     record_online,
+    record_refused_pin,
     record_seen,
 )
+from device_gateway.roster import Roster
+from device_registry import store as registry_store
+from device_registry.pins import PinVault
+from device_registry.registry import unknown_words
+from shared import metrics
 from shared.bus.rpc import Operation
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -29,14 +33,17 @@ from shared.messages.device import (
     Challenge,
     DeviceCommand,
     DeviceInfo,
+    InvoicePage,
+    InvoicePageCommand,
     OfflineUpload,
     PeriodCommand,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackCommand,
     WritebackReply,
 )
 from shared.outages import OUTAGE_ERRORS, describe
+from shared.paging import checked_page
 
 log = structlog.get_logger("clearcard.gateway")
 
@@ -68,12 +75,12 @@ def _window_refusal(info: DeviceInfo, period: str) -> ClearCardError | None:
 
 @dataclass
 class Gateway:
-    """What every command needs: the device actors, the registry and the PIN vault."""
+    """What every command needs: the devices this gateway drives, the database and the PIN vault."""
 
     gateway_id: str
     db: Database
     vault: PinVault
-    actors: Mapping[str, DeviceActor]
+    roster: Roster
     command_timeout: float = COMMAND_TIMEOUT_S
     writeback_timeout: float = WRITEBACK_TIMEOUT_S
     # what the registry last got per device (info without its clock, trio time): an unchanged
@@ -81,22 +88,27 @@ class Gateway:
     _recorded: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     async def _run(self, device_id: str, label: str, work: Callable[[DeviceDriver], T]) -> T:
-        actor = self.actors.get(device_id)
-        if actor is None:
-            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
-                                 f"device {device_id} is not served by gateway {self.gateway_id}")
+        actor = await self.roster.actor(device_id)
         seconds = self.writeback_timeout if label == "writeback" else self.command_timeout
+        started, outcome = time.perf_counter(), "interrupted"
         try:
             with trio.fail_after(seconds):
-                return await actor.call(label, work)
+                result = await actor.call(label, work)
+            outcome = "ok"
+            return result
         except trio.TooSlowError:
+            outcome = ErrorCode.TIMEOUT.value
             raise ClearCardError(ErrorCode.TIMEOUT,
                                  f"device {device_id} did not finish {label} within {seconds:g} s") from None
         except ClearCardError as exc:
+            outcome = exc.code.value
             if exc.code is ErrorCode.DEVICE_OFFLINE:
                 self._recorded.pop(device_id, None)
                 await self._registry(record_online, [device_id], False)
             raise
+        finally:
+            # the gateway's own view: waiting for the device's turn plus the device's work
+            metrics.GATEWAY_COMMAND.labels(label, outcome).observe(time.perf_counter() - started)
 
     async def _registry(self, fn: Callable[..., object], *args: object) -> None:
         """Update the registry, which mirrors the devices: a failure is logged, not answered, since
@@ -140,29 +152,41 @@ class Gateway:
         await self._record(device_id, status)
         return status.info
 
-    async def mark_offline(self, device_ids: list[str]) -> None:
-        """Registry: these devices are disconnected."""
+    async def probe(self, device_id: str) -> None:
+        """Ask a newly driven device for its state so the registry shows it; a failure is logged."""
+        try:
+            await self.info_of(device_id)
+        except ClearCardError as exc:
+            log.warning("new device did not answer", device_id=device_id, code=str(exc.code), error=exc.message)
+
+    def forget(self, device_ids: set[str]) -> None:
+        """These devices were disconnected: what they show next is recorded, even if unchanged."""
         for device_id in device_ids:
             self._recorded.pop(device_id, None)
-        await self._registry(record_online, device_ids, False)
 
     async def precheck(self, cmd: PeriodCommand) -> DeviceInfo:
-        """Verify the PIN on record (never one already refused), then the device's health."""
-        if cmd.device_id not in self.actors:
-            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
-                                 f"device {cmd.device_id} is not served by gateway {self.gateway_id}")
-        cipher, failed = await self.db.run(pin_record, cmd.device_id)
-        if cipher is None:
+        """Verify the PIN on record (never one already refused), then the device's health.
+
+        The registry is asked at every precheck, so a device retired a moment ago is refused
+        and a PIN recorded a moment ago (`clearcard device set-pin`) is the one tried.
+        """
+        await self.roster.actor(cmd.device_id)  # UNKNOWN_DEVICE in plain words
+        pins = await self.db.run(pin_state, cmd.device_id)
+        if not pins.in_service:  # retired since the roster last looked
+            found = await self.db.run(registry_store.standing, cmd.device_id)
+            raise ClearCardError(ErrorCode.UNKNOWN_DEVICE, unknown_words(cmd.device_id, found))
+        if pins.cipher is None:
             raise ClearCardError(ErrorCode.DEVICE_PIN_INVALID,
-                                 f"no certificate PIN is on record for device {cmd.device_id}")
-        pin = self.vault.unseal(cipher, cmd.device_id)
-        fingerprint = self.vault.fingerprint(cmd.device_id, pin)
-        if failed is not None and failed == fingerprint:
+                                 f"No certificate PIN is on record for device {cmd.device_id}: record it with "
+                                 f"`clearcard device set-pin {cmd.device_id} --pin-stdin`. No try was used.")
+        if pins.already_refused:
             raise ClearCardError(
                 ErrorCode.DEVICE_PIN_INVALID,
                 f"the PIN on record for device {cmd.device_id} was already refused by the device; "
-                "it was not tried again (no try used). Correct the PIN on record before retrying.",
+                "it was not tried again (no try used). Correct the PIN on record "
+                f"(`clearcard device set-pin {cmd.device_id} --pin-stdin`) before retrying.",
             )
+        pin = self.vault.unseal(pins.cipher, cmd.device_id)
 
         def verify(driver: DeviceDriver) -> tuple[ClearCardError | None, DeviceStatus | None]:
             try:
@@ -175,9 +199,9 @@ class Gateway:
 
         refusal, status = await self._run(cmd.device_id, "precheck", verify)
         if refusal is not None and refusal.code is ErrorCode.DEVICE_PIN_INVALID:
-            await self._registry(record_failed_pin, cmd.device_id, fingerprint)
-        elif refusal is None and failed is not None:
-            await self._registry(record_failed_pin, cmd.device_id, None)
+            await self._registry(record_refused_pin, cmd.device_id, pins.revision)
+        elif refusal is None and pins.refused_revision is not None:
+            await self._registry(record_refused_pin, cmd.device_id, None)
         await self._record(cmd.device_id, status)
         if refusal is not None:
             raise refusal
@@ -198,12 +222,18 @@ class Gateway:
             raise refusal
         return status.info
 
-    async def read_period(self, cmd: PeriodCommand) -> PeriodData:
-        """The period's invoices and summaries (what a backup holds)."""
-        data = await self._run(cmd.device_id, "read_period",
-                               lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
-        await self._record_info(data.info, trio.current_time())
-        return data
+    async def read_period(self, cmd: PeriodCommand) -> PeriodHeader:
+        """The period's summaries and invoice counts; its invoices come page by page (`read_invoices`)."""
+        header = await self._run(cmd.device_id, "read_period",
+                                 lambda d: d.read_period(cmd.period, list(cmd.invoice_types)))
+        await self._record_info(header.info, trio.current_time())
+        return header
+
+    async def read_invoices(self, cmd: InvoicePageCommand) -> InvoicePage:
+        """One checked page of one type's invoices of the period: one device command."""
+        page = await self._run(cmd.device_id, "read_invoices",
+                               lambda d: d.read_invoices(cmd.period, cmd.invoice_type, cmd.cursor, cmd.limit))
+        return checked_page(cmd.device_id, cmd, page)
 
     async def upload_offline(self, cmd: PeriodCommand) -> OfflineUpload:
         """Upload the offline-issued invoices of the period."""
@@ -242,6 +272,7 @@ class Gateway:
             "info": Operation(DeviceCommand, self.info),
             "precheck": Operation(PeriodCommand, self.precheck),
             "read_period": Operation(PeriodCommand, self.read_period),
+            "read_invoices": Operation(InvoicePageCommand, self.read_invoices, remember=False),
             "upload_offline": Operation(PeriodCommand, self.upload_offline),
             "report": Operation(PeriodCommand, self.report),
             "challenge": Operation(DeviceCommand, self.challenge),

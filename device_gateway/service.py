@@ -1,4 +1,9 @@
-"""The device gateway service: emulated devices, one actor per device, commands over the bus."""
+"""The device gateway service: the devices it finds, one actor per enrolled device, commands over the bus.
+
+With a fleet file (CLEARCARD_FLEET) the local devices are emulated; without one they are the
+host's own USB devices through libusb-1.0. USB/IP servers (cabinets) add theirs either way.
+The same family drivers run on every one of these pyusb backends.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +15,25 @@ from typing import Any
 import structlog
 import trio
 
-from device_gateway.actor import DeviceActor
 from device_gateway.config import GatewayEnv
 from device_gateway.drivers import load_drivers, present_devices
 from device_gateway.emulator import EmulatedBackend, EmulatorStore
 from device_gateway.hotplug import SCAN_INTERVAL_S, watch_presence
 from device_gateway.operations import Gateway
-from device_gateway.pins import PinVault
-from device_gateway.repository import DeviceRow, register_devices
+from device_gateway.roster import Roster, scanner
 from device_gateway.sharding import FORWARD_PREFETCH, forwarder, from_shard
 from device_gateway.topology import shard_queue, sharded_topology
+from device_gateway.transports.libusb import UsbUnavailable, open_libusb
+from device_registry.enrolment import Enrolment
+from device_registry.pins import PinVault
+from device_registry.registry import AuditEntry, BusAudit
+from device_registry.store import enrol_seeded
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
 from shared.bus.rpc import rpc_server
-from shared.bus.topology import gateway_queue, topology_for
+from shared.bus.topology import AUDIT, gateway_queue, topology_for
 from shared.config import Settings
 from shared.db import Database
-from shared.errors import ClearCardError
 from shared.fleet import Fleet, load_fleet
 
 log = structlog.get_logger("clearcard.gateway")
@@ -47,7 +54,11 @@ async def run_gateway(
     environ: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the gateway's queue until cancelled; a bad fleet file raises FleetError before start.
+    """Serve the gateway's queue until cancelled.
+
+    It does not start (a ConfigurationError, printed by `clearcard serve` without a traceback)
+    on a bad fleet file (FleetError) or, with no fleet file, where libusb-1.0 is missing
+    (UsbUnavailable; with USB/IP servers configured it serves theirs alone).
 
     `gateway_id` defaults to `settings.gateway_id` (CLEARCARD_GATEWAY_ID); `shards` and
     `usbip_servers` default to CLEARCARD_GATEWAY_SHARDS and CLEARCARD_USBIP_SERVERS (read from
@@ -60,10 +71,25 @@ async def run_gateway(
     gateway_id = settings.gateway_id if gateway_id is None else gateway_id
     shards = env.shards if shards is None else shards
     servers = env.usbip_servers if usbip_servers is None else tuple(usbip_servers)
-    fleet = load_fleet(settings.fleet_file) if settings.fleet_file else Fleet(clock=None, devices=())
-    store = EmulatorStore(settings.emulator_dir)
-    states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC))
-    local = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    vault = await trio.to_thread.run_sync(PinVault.open, settings.keys_dir)
+    attached: dict[str, str] = {}
+    if settings.fleet_file:
+        fleet = load_fleet(settings.fleet_file)
+        store = EmulatorStore(settings.emulator_dir)
+        states = await trio.to_thread.run_sync(store.seed, fleet, datetime.now(UTC), settings.calendar)
+        local: Any = EmulatedBackend(store, [states[d.id] for d in fleet.devices], calendar=settings.calendar)
+        attached = {d.id: d.family for d in fleet.devices}
+        await _enrol_fleet(bus, db, vault, fleet)
+        log.info("emulated devices", fleet=str(settings.fleet_file), devices=len(fleet.devices))
+    else:
+        try:
+            local, library = open_libusb(env.libusb)
+            log.info("the host's USB devices, through libusb-1.0", library=library)
+        except UsbUnavailable as exc:
+            if not servers:
+                raise
+            local = None  # a gateway in front of USB-sharing cabinets needs no local USB
+            log.warning("only USB/IP devices are driven", reason=str(exc))
     backend: Any = local
     remote: Any = None
     if servers:
@@ -72,57 +98,57 @@ async def run_gateway(
         from device_gateway.transports.usbip_backend import UsbipBackend
 
         remote = UsbipBackend(servers)
-        backend = CompositeBackend([remote, local])
+        backend = CompositeBackend([remote, local] if local is not None else [remote])
         log.info("USB/IP servers", servers=[f"{host}:{port}" for host, port in servers])
     try:
-        await _serve(bus, db, settings, fleet, backend, gateway_id, scan_interval, shards, task_status)
+        await _serve(bus, db, vault, backend, attached, gateway_id, scan_interval, shards, task_status)
     finally:
         if remote is not None:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remote.close)
 
 
+async def _enrol_fleet(bus: Bus, db: Database, vault: PinVault, fleet: Fleet) -> None:
+    """A fleet file's devices are enrolled when first seeded, unless they say `enrolled = false`."""
+    seeds = [(Enrolment(d.id, d.family, d.taxpayer_id, d.branch, d.machine_no), vault.seal(d.pin_on_record))
+             for d in fleet.devices if d.enrolled]
+    enrolled = await db.run(enrol_seeded, seeds)
+    if enrolled:
+        await bus.declare(topology_for(AUDIT))  # a first start may come before the audit service's
+        await BusAudit(bus)([AuditEntry("device.import", "fleet file", "ok", detail={
+            "source": "fleet", "enrolled": len(enrolled), "first": enrolled[:50]})])
+
+
 async def _serve(
     bus: Bus,
     db: Database,
-    settings: Settings,
-    fleet: Fleet,
+    vault: PinVault,
     backend: Any,
+    attached: dict[str, str],
     gateway_id: str,
     scan_interval: float,
     shards: int,
     task_status: trio.TaskStatus[None],
 ) -> None:
     drivers = load_drivers()
-    vault = await trio.to_thread.run_sync(PinVault.open, settings.keys_dir)
-    await db.run(register_devices, gateway_id, [
-        DeviceRow(d.id, d.family, d.taxpayer_id, d.branch, d.machine_no, list(d.invoice_types),
-                  vault.seal(d.pin_on_record))
-        for d in fleet.devices
-    ])
-    limiter = trio.CapacityLimiter(THREADS)
-    actors = {d.id: DeviceActor(d.id, drivers[d.family](backend, d.id), limiter) for d in fleet.devices}
-    gateway = Gateway(gateway_id, db, vault, actors)
+    roster = Roster(gateway_id, db, drivers, backend, trio.CapacityLimiter(THREADS), attached)
+    gateway = Gateway(gateway_id, db, vault, roster)
+    roster.probe = gateway.probe
     queue = gateway_queue(gateway_id)
     await bus.declare(sharded_topology(gateway_id, shards) if shards else topology_for(queue))
+    seen: dict[str, str] = {}
 
     async def on_change(appeared: set[str], vanished: set[str]) -> None:
         if vanished:
             log.info("devices disconnected", devices=sorted(vanished))
-            await gateway.mark_offline(sorted(vanished))
-            for device_id in vanished:
-                await actors[device_id].release()
-        async with trio.open_nursery() as probes:
-            for device_id in sorted(appeared):
-                probes.start_soon(_probe, gateway, device_id)
-
-    def scan() -> list[str]:
-        return [serial for serial in present_devices(backend, drivers) if serial in actors]
+        gateway.forget(vanished)
+        await roster.observe({d: seen[d] for d in appeared if d in seen}, vanished)
 
     async with trio.open_nursery() as nursery:
-        for actor in actors.values():
-            await nursery.start(actor.run)
-        await nursery.start(functools.partial(watch_presence, scan, on_change, interval=scan_interval))
+        await nursery.start(roster.run)
+        await nursery.start(functools.partial(
+            watch_presence, scanner(lambda: present_devices(backend, drivers), seen), on_change,
+            interval=scan_interval))
         answer = rpc_server(bus, gateway.operations())
         if shards:
             await nursery.start(functools.partial(bus.consume, queue.name, forwarder(bus, gateway_id),
@@ -135,14 +161,5 @@ async def _serve(
         else:
             handler = traced("gateway", queue.name, answer)
             await nursery.start(functools.partial(bus.consume, queue.name, handler, prefetch=PREFETCH))
-        log.info("gateway ready", gateway_id=gateway_id, devices=len(actors))
+        log.info("gateway ready", gateway_id=gateway_id, devices=len(roster.actors))
         task_status.started()
-
-
-async def _probe(gateway: Gateway, device_id: str) -> None:
-    """Ask a newly seen device for its state so the registry shows it."""
-    try:
-        await gateway.info_of(device_id)
-    except ClearCardError as exc:
-        log.warning("new device did not answer", device_id=device_id, code=str(exc.code),
-                    error=exc.message)

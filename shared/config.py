@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.deadlines import Thresholds
+from shared.tax_calendar import DEFAULT as DEFAULT_CALENDAR
+from shared.tax_calendar import TaxCalendar, load_calendar
 
 DEFAULT_HTTP = "127.0.0.1:8080"
 
@@ -22,6 +26,8 @@ class Settings:
     http_host: str
     http_port: int
     gateway_id: str = "default"  # CLEARCARD_GATEWAY_ID: which devices' commands this gateway serves
+    calendar: TaxCalendar = DEFAULT_CALENDAR  # CLEARCARD_TAX_CALENDAR: deadlines and lock dates
+    thresholds: Thresholds = field(default_factory=Thresholds)  # lock-date warnings, colours
 
     @property
     def embedded_bus(self) -> bool:
@@ -67,6 +73,10 @@ class Settings:
             http_host=host,
             http_port=port,
             gateway_id=get("CLEARCARD_GATEWAY_ID") or "default",
+            # a bad calendar stops every command and service with the file and line named
+            calendar=load_calendar(calendar_file) if (calendar_file := get("CLEARCARD_TAX_CALENDAR"))
+            else DEFAULT_CALENDAR,
+            thresholds=Thresholds.from_env(env),
         )
 
 

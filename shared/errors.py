@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     OFFLINE_INVOICES_PENDING = "OFFLINE_INVOICES_PENDING"
     NOT_DECLARED = "NOT_DECLARED"
     COMPARISON_FAILED = "COMPARISON_FAILED"
+    COMPARISON_PENDING = "COMPARISON_PENDING"  # an addition to contract §3: the bureau is still comparing
     WRITEBACK_REJECTED = "WRITEBACK_REJECTED"
     AUTHORITY_UNAVAILABLE = "AUTHORITY_UNAVAILABLE"
     BACKUP_FAILED = "BACKUP_FAILED"
@@ -64,6 +65,10 @@ PLAIN_WORDS: dict[ErrorCode, str] = {
         "The bureau's comparison of the return with the reported invoices failed; "
         "fix the return or visit the tax office."
     ),
+    ErrorCode.COMPARISON_PENDING: (
+        "The return is filed and the invoices are reported; the bureau has not finished comparing "
+        "them yet. ClearCard asks again on its schedule and clears the device once it passes."
+    ),
     ErrorCode.WRITEBACK_REJECTED: (
         "The device rejected the write-back package (checksum, taxpayer id, time or challenge)."
     ),
@@ -96,3 +101,10 @@ class ClearCardError(Exception):
     @property
     def transient(self) -> bool:
         return self.code in TRANSIENT
+
+
+class ConfigurationError(Exception):
+    """The installation cannot start as configured; the message says what to change.
+
+    `clearcard serve` and `clearcard demo` print it as one line and exit 2, without a traceback.
+    """

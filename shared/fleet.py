@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.errors import ConfigurationError
 from shared.messages.base import FAMILIES, INVOICE_TYPES, taxpayer_id_valid
 
 
-class FleetError(ValueError):
+class FleetError(ConfigurationError, ValueError):
     """The fleet file cannot be used; the message names the file and line."""
 
 
@@ -41,7 +42,13 @@ class FleetDevice(BaseModel):
     clock_skew_seconds: int = 0
     latency_ms: int = Field(default=0, ge=0, le=600_000)
     declared: bool = True
-    comparison: Literal["pass", "fail"] = "pass"
+    comparison: Literal["pass", "fail", "pending"] = "pass"
+    # with comparison = "pending": minutes after the summary's report until the bureau's
+    # comparison passes by itself (0 = at once); omitted = 30; -1 = stays pending until changed
+    comparison_pending_minutes: int = Field(default=30, ge=-1, le=60 * 24 * 60)
+    # False: the hardware is plugged in but the product was not told about it (contract §5);
+    # operators enrol it with `clearcard device import`
+    enrolled: bool = True
 
     @field_validator("taxpayer_id")
     @classmethod

@@ -2,17 +2,20 @@
 
 Two kinds of metric live here:
 
-- instruments (counters, histograms) that a service increments where the event happens; they
-  count what happened in *this process* and are exposed by a console running in it;
-- the fleet snapshot, computed from PostgreSQL at scrape time by the console, so that any
-  console replica reports the same fleet-wide numbers (clears by outcome, devices by days left).
+- instruments (counters, histograms) that a service records where the event happens (the
+  coordinator when a device clear finishes and after each step, the gateway around each
+  device command, the console per HTTP request, notify per message sent); each serving
+  process writes its cumulative values to PostgreSQL every few seconds (shared/metrics_store.py)
+  and the console's `/metrics` shows their sum over every process of the installation;
+- the fleet snapshot, computed from PostgreSQL (and the broker's queue depths) by the console,
+  so that any console replica reports the same fleet-wide numbers.
 
 Import the instruments and use them; never create metrics elsewhere, so names stay unique.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,8 +29,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-CLEARS = Counter(
-    "clearcard_clears", "Device clears that reached an outcome in this process.",
+DEVICE_CLEARS = Counter(
+    "clearcard_device_clears", "Device clears finished, by outcome and error code (contract §6).",
     ["outcome", "error_code"], registry=REGISTRY,
 )
 STEP_DURATION = Histogram(
@@ -35,8 +38,17 @@ STEP_DURATION = Histogram(
     ["step"], buckets=_STEP_BUCKETS, registry=REGISTRY,
 )
 GATEWAY_COMMAND = Histogram(
-    "clearcard_gateway_command_duration_seconds", "Latency of device gateway commands, as the caller saw it.",
+    "clearcard_gateway_command_duration_seconds", "Time the gateway took for a device command, queueing "
+    "for the device included, by command and outcome (ok or the error code).",
     ["op", "outcome"], buckets=_COMMAND_BUCKETS, registry=REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "clearcard_notifications", "Notifications delivered or failed, by channel (email, webhook) and outcome.",
+    ["channel", "outcome"], registry=REGISTRY,
+)
+RPC_CALLS = Counter(
+    "clearcard_rpc_calls", "Commands this process sent over the bus and waited for, by operation.",
+    ["op"], registry=REGISTRY,
 )
 HTTP_REQUESTS = Counter(
     "clearcard_http_requests", "Console HTTP requests by route and status code.",
@@ -47,30 +59,29 @@ CLEAR_REQUESTS_SUBMITTED = Counter(
     ["mode", "preview"], registry=REGISTRY,
 )
 
-# Fleet gauges: days-left buckets for the lock-date countdown (upper bounds, inclusive).
-DAYS_LEFT_BUCKETS: tuple[tuple[str, int | None], ...] = (
-    ("overdue", -1), ("0-3", 3), ("4-7", 7), ("8-15", 15), ("16+", None),
-)
+_flush_hooks: list[Callable[[], None]] = []
 
 
-def days_left_bucket(days: int | None) -> str:
-    """The countdown bucket of a device (`unknown` when its lock date is not known yet)."""
-    if days is None:
-        return "unknown"
-    for name, upper in DAYS_LEFT_BUCKETS:
-        if upper is None or days <= upper:
-            return name
-    return DAYS_LEFT_BUCKETS[-1][0]
+def flushed_soon() -> None:
+    """Something worth showing happened (a clear finished): write this process's metrics soon."""
+    for hook in list(_flush_hooks):
+        hook()
+
+
+def on_flush_request(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register a flusher's wake-up; returns the function that unregisters it."""
+    _flush_hooks.append(hook)
+    return lambda: _flush_hooks.remove(hook)
 
 
 @dataclass(frozen=True)
 class FleetSnapshot:
     """Fleet-wide numbers read from PostgreSQL at scrape time."""
 
-    # (outcome, error_code or "") -> device clears
-    clears: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    # (branch, family, days-left bucket) -> devices
+    # (branch, family, risk colour of shared/deadlines.py) -> devices
     devices: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # (filing, comparison) of each device's open period, as the bureau last said -> devices
+    bureau: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # (branch, online "true"/"false") -> devices
     online: Mapping[tuple[str, str], int] = field(default_factory=dict)
     running_requests: int = 0
@@ -89,17 +100,17 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         s = self.snapshot
-        clears = GaugeMetricFamily("clearcard_device_clears", "Device clears recorded in the database, by outcome "
-                                   "and error code (running clears have outcome 'running').",
-                                   labels=["outcome", "error_code"])
-        for (outcome, code), n in sorted(s.clears.items()):
-            clears.add_metric([outcome, code], n)
-        yield clears
-        devices = GaugeMetricFamily("clearcard_devices", "Registered devices by branch, family and days left to "
-                                    "their lock date.", labels=["branch", "family", "days_left"])
-        for (branch, family, bucket), n in sorted(s.devices.items()):
-            devices.add_metric([branch, family, bucket], n)
+        devices = GaugeMetricFamily("clearcard_devices", "Registered devices by branch, family and lock-date risk "
+                                    "(red: critical, amber: warning, green, unknown, abandoned).",
+                                    labels=["branch", "family", "risk"])
+        for (branch, family, risk), n in sorted(s.devices.items()):
+            devices.add_metric([branch, family, risk], n)
         yield devices
+        bureau = GaugeMetricFamily("clearcard_devices_bureau", "Devices by the bureau's filing and comparison "
+                                   "status of their open period.", labels=["filing", "comparison"])
+        for (filing, comparison), n in sorted(s.bureau.items()):
+            bureau.add_metric([filing, comparison], n)
+        yield bureau
         online = GaugeMetricFamily("clearcard_devices_online", "Registered devices by branch and connection.",
                                    labels=["branch", "online"])
         for (branch, flag), n in sorted(s.online.items()):
@@ -120,11 +131,17 @@ class SnapshotCollector(Collector):
         yield digital
 
 
-def exposition(snapshot: FleetSnapshot) -> bytes:
-    """The Prometheus text format of this process's instruments plus the fleet snapshot."""
+def exposition(snapshot: FleetSnapshot, installation: Collector | None = None) -> bytes:
+    """The Prometheus text format: the installation's instruments (or this process's) and the snapshot."""
     scrape = CollectorRegistry(auto_describe=True)
     scrape.register(SnapshotCollector(snapshot))
-    return generate_latest(REGISTRY) + generate_latest(scrape)
+    return generate_latest(REGISTRY if installation is None else _single(installation)) + generate_latest(scrape)
+
+
+def _single(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
 
 
 def metric_names() -> Iterator[str]:

@@ -12,8 +12,9 @@ from typing import Any, ClassVar, Protocol
 from shared.messages.device import (
     Challenge,
     DeviceInfo,
+    InvoicePage,
     OfflineUpload,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackPackage,
     WritebackReply,
@@ -55,7 +56,11 @@ class DeviceDriver(Protocol):
     def verify_pin(self, pin: str) -> int:
         """Verify the certificate PIN; returns the tries left. A wrong PIN costs one try."""
 
-    def read_period(self, period: str, invoice_types: list[str]) -> PeriodData: ...
+    def read_period(self, period: str, invoice_types: list[str]) -> PeriodHeader:
+        """The period's summaries and invoice counts per type, without the invoices."""
+
+    def read_invoices(self, period: str, invoice_type: str, cursor: str | None, limit: int) -> InvoicePage:
+        """One page (at most `limit`) of one type's invoices: one device command, never the period."""
 
     def upload_offline(self, period: str) -> OfflineUpload: ...
 

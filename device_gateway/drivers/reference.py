@@ -33,8 +33,9 @@ from shared.errors import ClearCardError, ErrorCode
 from shared.messages.device import (
     Challenge,
     DeviceInfo,
+    InvoicePage,
     OfflineUpload,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackPackage,
     WritebackReply,
@@ -109,6 +110,7 @@ class ReferenceDriver:
             if dev is None:
                 raise ClearCardError(ErrorCode.DEVICE_OFFLINE,
                                      f"device {self.device_id} is not connected")
+            self._detach_kernel_driver(dev)
             dev.set_configuration()
             usb.util.claim_interface(dev, INTERFACE)
             interface = dev.get_active_configuration()[(INTERFACE, 0)]
@@ -123,6 +125,16 @@ class ReferenceDriver:
             raise ClearCardError(ErrorCode.INTERNAL, f"device {self.device_id} has no bulk endpoints")
         self._dev = dev
         self._decoder = FrameDecoder()
+
+    @staticmethod
+    def _detach_kernel_driver(dev: Any) -> None:
+        """On a real host an OS driver (HID, storage) may hold the interface: take it over.
+
+        Backends without kernel drivers (the emulator, USB/IP) do not implement the call.
+        """
+        with contextlib.suppress(NotImplementedError, usb.core.USBError):
+            if dev.is_kernel_driver_active(INTERFACE):
+                dev.detach_kernel_driver(INTERFACE)
 
     def close(self) -> None:
         """Release the interface and the handle; never raises (the device may be gone)."""
@@ -208,10 +220,16 @@ class ReferenceDriver:
         body = self._exchange(Command.VERIFY_PIN, {"pin": pin})
         return int(body.get("pin_tries_left", 0))
 
-    def read_period(self, period: str, invoice_types: list[str]) -> PeriodData:
-        """READ_PERIOD: the period's invoices and summaries."""
+    def read_period(self, period: str, invoice_types: list[str]) -> PeriodHeader:
+        """READ_PERIOD: the period's summaries and invoice counts (the invoices come in pages)."""
         body = self._exchange(Command.READ_PERIOD, {"period": period, "invoice_types": invoice_types})
-        return self._model(PeriodData, body)
+        return self._model(PeriodHeader, body)
+
+    def read_invoices(self, period: str, invoice_type: str, cursor: str | None, limit: int) -> InvoicePage:
+        """READ_INVOICES: one page of one type's invoices, from `cursor` (None: the first)."""
+        body = self._exchange(Command.READ_INVOICES, {"period": period, "invoice_type": invoice_type,
+                                                      "cursor": cursor, "limit": limit})
+        return self._model(InvoicePage, body)
 
     def upload_offline(self, period: str) -> OfflineUpload:
         """UPLOAD_OFFLINE: every offline invoice of the period, now marked uploaded."""

@@ -1,12 +1,18 @@
-"""Which driver serves which family: the built-in reference drivers plus entry-point plug-ins.
+"""Which driver serves which family, and which USB ids are whose: the one place for both.
 
-A vendor package registers `[project.entry-points."clearcard.device_drivers"]` naming a class
-with `family`, `vendor_id`, `product_id` and the DeviceDriver methods; it replaces the
-reference driver of that family. A plug-in that fails to load is logged and skipped.
+The built-in reference drivers come first; a vendor package registers
+`[project.entry-points."clearcard.device_drivers"]` naming a class with `family`, its USB ids
+and the DeviceDriver methods, and it replaces the reference driver of that family. A driver
+declares its ids as `usb_ids` (every `(vendor id, product id)` pair its devices use; a family
+made by several manufacturers has several) or as one `vendor_id` / `product_id` pair. The
+gateway finds hardware on every bus (emulated, USB/IP, the host's libusb) by these ids alone;
+a device whose ids no driver claims is not a tax device and is ignored. A plug-in that fails
+to load is logged and skipped. docs/device-protocol.md, "Drivers and USB ids".
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -23,6 +29,9 @@ from device_gateway.drivers.reference import GoldenTaxDiskDriver, TaxControlDisk
 log = structlog.get_logger("clearcard.gateway")
 
 ENTRY_POINT_GROUP = "clearcard.device_drivers"
+LIBUSB_ACCESS = -3  # LIBUSB_ERROR_ACCESS: the process may not open the device node
+_WARNED_MAX = 1024
+_warned: set[tuple[int, int, int, int]] = set()  # devices already reported unreadable
 BUILTIN: dict[str, type[DeviceDriver]] = {
     d.family: d for d in (UKeyDriver, GoldenTaxDiskDriver, TaxControlDiskDriver)
 }
@@ -38,7 +47,8 @@ def load_drivers(plugins: Iterable[EntryPoint] | None = None) -> dict[str, type[
             family = driver.family
             if not isinstance(family, str) or not family:
                 raise TypeError("driver class has no `family`")
-            int(driver.vendor_id), int(driver.product_id)
+            if not usb_ids(driver):
+                raise TypeError("driver class declares no USB ids")
         except Exception as exc:  # a broken plug-in must not keep the gateway down
             log.error("device driver plug-in not loaded", entry_point=plugin.name, error=repr(exc))
             continue
@@ -46,20 +56,48 @@ def load_drivers(plugins: Iterable[EntryPoint] | None = None) -> dict[str, type[
     return drivers
 
 
+def usb_ids(driver: type[DeviceDriver]) -> tuple[tuple[int, int], ...]:
+    """Every (vendor id, product id) the driver's devices use: `usb_ids`, else its one pair."""
+    declared = getattr(driver, "usb_ids", None)
+    if declared:
+        return tuple((int(vendor), int(product)) for vendor, product in declared)
+    return ((int(driver.vendor_id), int(driver.product_id)),)
+
+
+def families_by_usb_id(drivers: Mapping[str, type[DeviceDriver]]) -> dict[tuple[int, int], str]:
+    """(vendor id, product id) -> family, over every driver."""
+    return {pair: family for family, driver in drivers.items() for pair in usb_ids(driver)}
+
+
 def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> dict[str, str]:
     """Serial (device id) -> family of every connected device some driver knows."""
-    ids = {(d.vendor_id, d.product_id): family for family, d in drivers.items()}
+    ids = families_by_usb_id(drivers)
     found: dict[str, str] = {}
     with usb_errors("enumeration"):
         for dev in usb.core.find(find_all=True, backend=backend,
                                  custom_match=lambda d: (d.idVendor, d.idProduct) in ids):
             try:
                 serial = usb.util.get_string(dev, dev.iSerialNumber)
-            except (usb.core.USBError, ValueError):
+            except usb.core.USBError as exc:
+                if exc.errno == errno.EACCES or getattr(exc, "backend_error_code", None) == LIBUSB_ACCESS:
+                    _unreadable(dev)
                 continue  # unplugged between enumeration and the string request
+            except ValueError:
+                continue
             finally:
                 usb.util.dispose_resources(dev)
             if serial:
                 found[serial] = ids[(dev.idVendor, dev.idProduct)]
                 locate.remember(backend, serial, dev)
     return found
+
+
+def _unreadable(dev: Any) -> None:
+    """Say once per device that its serial cannot be read: on Linux a udev rule is missing."""
+    key = (dev.idVendor, dev.idProduct, getattr(dev, "bus", 0) or 0, getattr(dev, "address", 0) or 0)
+    if key in _warned or len(_warned) >= _WARNED_MAX:
+        return
+    _warned.add(key)
+    log.warning("tax device found but not readable: permission denied (on Linux add a udev rule giving "
+                "the gateway's user access; docs/device-protocol.md)", vendor_id=f"{key[0]:04x}",
+                product_id=f"{key[1]:04x}", bus=key[2], address=key[3])

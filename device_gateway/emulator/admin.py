@@ -36,7 +36,7 @@ def _load(settings: Settings, device_id: str) -> tuple[EmulatorStore, DeviceStat
             raise ClearCardError(ErrorCode.INVALID_REQUEST, str(exc)) from None
         seed = fleet.by_id().get(device_id)
         if seed is not None:
-            state = seed_state(seed, fleet.clock, datetime.now(UTC))
+            state = seed_state(seed, fleet.clock, datetime.now(UTC), settings.calendar)
             store.save(state)
     if state is None:
         raise ClearCardError(

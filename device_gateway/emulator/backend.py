@@ -33,6 +33,7 @@ from device_gateway.emulator.state import DeviceState
 from device_gateway.emulator.store import EmulatorStateError, EmulatorStore
 from device_gateway.protocol import FrameDecoder, Message, MessageAssembler, Status, encode_message
 from device_gateway.protocol.usb_ids import EP_IN, EP_OUT, MANUFACTURER, PRODUCT_NAMES
+from shared.tax_calendar import DEFAULT, TaxCalendar
 
 log = structlog.get_logger("clearcard.emulator")
 
@@ -91,9 +92,11 @@ class EmulatedBackend(usb.backend.IBackend):
         *,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         random_bytes: Callable[[int], bytes] = os.urandom,
+        calendar: TaxCalendar = DEFAULT,
     ) -> None:
         super().__init__()
         self.store = store
+        self._calendar = calendar
         self._wall_clock = wall_clock
         self._random_bytes = random_bytes
         self._devices: dict[str, _Device] = {}
@@ -318,7 +321,7 @@ class EmulatedBackend(usb.backend.IBackend):
                 outcome = Outcome(Status.BUSY, {"message": "the device is in use by another program"})
             else:
                 outcome = run_command(device.state, message.command, request, self._wall_clock(),
-                                      self._random_bytes)
+                                      self._random_bytes, self._calendar)
             status, body = outcome.status, outcome.body
             if outcome.changed:
                 try:

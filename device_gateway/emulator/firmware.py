@@ -20,16 +20,21 @@ from device_gateway.emulator.clock import (
     LOCK_DATE_SLACK,
     WRITEBACK_TIME_TOLERANCE,
     clock_abnormal,
-    default_lock_date,
     device_now,
     next_period,
     parse_instant,
     parse_period,
     window_start,
 )
-from device_gateway.emulator.invoices import build_summary, period_invoices, signed_summary
+from device_gateway.emulator.invoices import (
+    build_summary,
+    invoice_book,
+    iter_invoices,
+    signed_summary,
+)
 from device_gateway.emulator.state import DeviceState, ReportEntry, TypeState, WritebackEntry
 from device_gateway.protocol import Command, Status
+from shared.tax_calendar import DEFAULT, TaxCalendar
 from shared.writeback_package import PackageInvalid, emulated_device_key, open_sealed
 
 # Fields a write-back package carries both in clear and sealed; the sealed copy must agree.
@@ -38,6 +43,8 @@ PACKAGE_FIELDS = ("package_id", "device_id", "taxpayer_id", "machine_no", "perio
 # Offline limits (离线开票总金额): offline invoices beyond this total cannot be uploaded by the
 # device; the invoices stay pending and the device cannot report until the tax office acts.
 OFFLINE_AMOUNT_LIMIT = Decimal("500000.00")
+# Invoices in one READ_INVOICES answer at most (the host asks for fewer or as many).
+MAX_PAGE_INVOICES = 200
 # Families that need a clock calibration block written before the clear block.
 NEEDS_CLOCK_BLOCK = frozenset({"tax_control_disk"})
 
@@ -64,6 +71,7 @@ class _Context:
     state: DeviceState
     now: datetime
     random_bytes: Callable[[int], bytes]
+    calendar: TaxCalendar = DEFAULT
     changed: bool = field(default=False)
 
     @property
@@ -77,9 +85,13 @@ def run_command(
     request: dict[str, Any],
     wall_now: datetime,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    calendar: TaxCalendar = DEFAULT,
 ) -> Outcome:
-    """Execute one command against the device state; never raises on bad input."""
-    ctx = _Context(state, device_now(state.clock_base, state.wall_base, wall_now), random_bytes)
+    """Execute one command against the device state; never raises on bad input.
+
+    The tax calendar gives the reporting window's end and the lock date a clear moves to.
+    """
+    ctx = _Context(state, device_now(state.clock_base, state.wall_base, wall_now), random_bytes, calendar)
     try:
         handler = _HANDLERS[Command(command)]
     except ValueError:
@@ -115,10 +127,11 @@ def is_locked(state: DeviceState, today: date) -> bool:
     return today > lock_date(state)
 
 
-def device_info(state: DeviceState, now: datetime) -> dict[str, Any]:
+def device_info(state: DeviceState, now: datetime, calendar: TaxCalendar = DEFAULT) -> dict[str, Any]:
     """What INFO answers: DeviceInfo fields plus the device's own health flags."""
     today = now.date()
     lock = lock_date(state)
+    window_end = calendar.deadline(state.open_period).isoformat()
     latest = max((r.at for r in state.reports), default=None)
     return {
         "device_id": state.device_id,
@@ -133,9 +146,9 @@ def device_info(state: DeviceState, now: datetime) -> dict[str, Any]:
         "monitoring": {
             "lock_date": lock.isoformat(),
             "report_window_start": window_start(state.open_period).isoformat(),
-            "report_window_end": default_lock_date(state.open_period).isoformat(),
+            "report_window_end": window_end,
             "latest_report_date": latest[:10] if latest else None,
-            "upload_deadline": default_lock_date(state.open_period).isoformat(),
+            "upload_deadline": window_end,
             "single_invoice_limit": "1000000.00",
             "positive_cumulative_limit": "50000000.00",
             "negative_cumulative_limit": "5000000.00",
@@ -189,7 +202,7 @@ def _stored_summary(state: DeviceState, period: str, invoice_type: str) -> dict[
 
 
 def _info(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
-    return device_info(ctx.state, ctx.now)
+    return device_info(ctx.state, ctx.now, ctx.calendar)
 
 
 def _verify_pin(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -209,15 +222,40 @@ def _verify_pin(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
                         pin_tries_left=state.pin_tries_left)
 
 
-def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
-    state = ctx.state
-    _require_pin_usable(state)
-    period, types = _period(request), _types(state, request)
-    if period > state.open_period:
+def _readable_period(ctx: _Context, request: dict[str, Any]) -> str:
+    _require_pin_usable(ctx.state)
+    period = _period(request)
+    if period > ctx.state.open_period:
         raise DeviceRefusal(Status.NOT_IN_WINDOW, f"period {period} is not closed on the device")
-    invoices = [inv.as_dict() for t in types for inv in period_invoices(state, period, t)]
+    return period
+
+
+def _read_period(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
+    """The period without its invoices: info, summaries and how many invoices each type holds."""
+    state = ctx.state
+    period = _readable_period(ctx, request)
+    types = _types(state, request)
     summaries = [_stored_summary(state, period, t) or build_summary(state, period, t) for t in types]
-    return {"info": device_info(state, ctx.now), "invoices": invoices, "summaries": summaries}
+    counts = {t: invoice_book(state, period, t).count for t in types}
+    return {"info": device_info(state, ctx.now, ctx.calendar), "summaries": summaries, "invoice_counts": counts}
+
+
+def _read_invoices(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
+    """One page of one type's invoices; the cursor is the next invoice's index, in decimal."""
+    state = ctx.state
+    period = _readable_period(ctx, request)
+    [invoice_type] = _types(state, {"invoice_types": [request["invoice_type"]]})
+    cursor, limit = request.get("cursor"), request.get("limit", MAX_PAGE_INVOICES)
+    if cursor is not None and not (isinstance(cursor, str) and cursor.isdigit() and len(cursor) <= 9):
+        raise DeviceRefusal(Status.BAD_REQUEST, f"cursor {cursor!r} was not given by this device")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_INVOICES:
+        raise DeviceRefusal(Status.BAD_REQUEST, f"limit must be 1 to {MAX_PAGE_INVOICES}")
+    book = invoice_book(state, period, invoice_type)
+    start = int(cursor or 0)
+    stop = min(start + limit, book.count)
+    invoices = [inv.as_dict() for inv in iter_invoices(book, start, stop)]
+    return {"invoice_type": invoice_type, "invoices": invoices,
+            "next_cursor": str(stop) if stop < book.count else None}
 
 
 def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
@@ -226,8 +264,8 @@ def _upload_offline(ctx: _Context, request: dict[str, Any]) -> dict[str, Any]:
     period = _period(request)
     if period != state.open_period or not state.offline_total:
         return {"device_id": state.device_id, "invoices": []}
-    first = state.invoice_types[0]
-    issued = [i for i in period_invoices(state, period, first) if i.offline]
+    book = invoice_book(state, period, state.invoice_types[0])
+    issued = list(iter_invoices(book, book.issued))  # the offline ones are numbered last
     total = sum((i.amount for i in issued if i.kind == "normal"), Decimal("0.00"))
     if state.offline_pending and total > OFFLINE_AMOUNT_LIMIT:
         raise DeviceRefusal(
@@ -361,7 +399,7 @@ def _apply(ctx: _Context, package_id: str, sealed: dict[str, Any]) -> dict[str, 
             raise DeviceRefusal(Status.NOT_REPORTED, f"no summary reported for types {missing}")
         already = [t for t in types if status[t] == 2]
         due = [t for t in types if status[t] == 1]
-    next_lock = default_lock_date(next_period(period))
+    next_lock = ctx.calendar.next_lock_date(period)
     try:
         offered = date.fromisoformat(str(sealed.get("next_lock_date")))
     except ValueError:
@@ -378,6 +416,8 @@ def _apply(ctx: _Context, package_id: str, sealed: dict[str, Any]) -> dict[str, 
     state.applied_packages[package_id] = list(types)
     ctx.changed = True
     if all(t.period == state.open_period and t.status == 2 for t in state.types.values()):
+        if state.offline_total:
+            state.offline_closed[state.open_period] = state.offline_total
         state.open_period = next_period(state.open_period)
         state.offline_total = state.offline_pending = 0
         state.clock_block = None
@@ -388,6 +428,7 @@ _HANDLERS: dict[Command, Callable[[_Context, dict[str, Any]], dict[str, Any]]] =
     Command.INFO: _info,
     Command.VERIFY_PIN: _verify_pin,
     Command.READ_PERIOD: _read_period,
+    Command.READ_INVOICES: _read_invoices,
     Command.UPLOAD_OFFLINE: _upload_offline,
     Command.REPORT: _report,
     Command.CHALLENGE: _challenge,

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device_gateway.emulator.clock import default_lock_date
 from shared.fleet import FleetDevice
+from shared.tax_calendar import DEFAULT, TaxCalendar
 
 STATE_VERSION = 1
 
@@ -55,6 +55,8 @@ class DeviceState(_Model):
     invoices_per_type: int
     offline_total: int  # invoices of the open period issued offline
     offline_pending: int  # ... of which not yet uploaded
+    # closed periods' offline invoices: they stay part of that period's invoices after it closes
+    offline_closed: dict[str, int] = Field(default_factory=dict)
     latency_ms: int
     clock_skew_seconds: float  # how far the device clock is off the real (emulated) time
     clock_base: datetime  # device clock at `wall_base`
@@ -67,11 +69,12 @@ class DeviceState(_Model):
     writebacks: list[WritebackEntry] = Field(default_factory=list)
 
 
-def seed_state(device: FleetDevice, fleet_clock: datetime | None, wall_now: datetime) -> DeviceState:
+def seed_state(device: FleetDevice, fleet_clock: datetime | None, wall_now: datetime,
+               calendar: TaxCalendar = DEFAULT) -> DeviceState:
     """A device's first state from its fleet entry; its clock starts now (or at the fleet clock)."""
     skew = timedelta(seconds=device.clock_skew_seconds)
     start = (fleet_clock if fleet_clock is not None else wall_now) + skew
-    lock = default_lock_date(device.period).isoformat()
+    lock = calendar.lock_date(device.period).isoformat()
     return DeviceState(
         device_id=device.id,
         family=device.family,

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from device_gateway.emulator.state import DeviceState, seed_state
 from shared.fleet import Fleet
+from shared.tax_calendar import DEFAULT, TaxCalendar
 
 _DEVICE_ID = re.compile(r"^[0-9]{12}$")
 
@@ -82,13 +83,13 @@ class EmulatorStore:
             os.close(fd)
         os.replace(tmp, path)
 
-    def seed(self, fleet: Fleet, wall_now: datetime) -> dict[str, DeviceState]:
+    def seed(self, fleet: Fleet, wall_now: datetime, calendar: TaxCalendar = DEFAULT) -> dict[str, DeviceState]:
         """Every fleet device's state: saved state wins; devices without one are seeded now."""
         states: dict[str, DeviceState] = {}
         for device in fleet.devices:
             state = self.load(device.id)
             if state is None:
-                state = seed_state(device, fleet.clock, wall_now)
+                state = seed_state(device, fleet.clock, wall_now, calendar)
                 self.save(state)
             states[device.id] = state
         return states

@@ -384,6 +384,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     """Serve a fleet file's emulated devices over USB/IP until interrupted (an emulated cabinet)."""
     from device_gateway.emulator.store import EmulatorStore
+    from shared.config import Settings
     from shared.fleet import load_fleet
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -393,9 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3240)
     args = parser.parse_args(argv)
     fleet = load_fleet(args.fleet)
+    calendar = Settings.from_env().calendar  # CLEARCARD_TAX_CALENDAR, as the product reads it
     store = EmulatorStore(args.data_dir / "emulator")
-    states = store.seed(fleet, datetime.now(UTC))
-    backend = EmulatedBackend(store, [states[d.id] for d in fleet.devices])
+    states = store.seed(fleet, datetime.now(UTC), calendar)
+    backend = EmulatedBackend(store, [states[d.id] for d in fleet.devices], calendar=calendar)
     with UsbipServer(backend, host=args.host, port=args.port) as server:
         print(f"exporting {len(fleet.devices)} emulated devices on {server.spec}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -16,6 +16,7 @@ class Command(IntEnum):
     CHALLENGE = 0x06
     WRITE_CLOCK = 0x07
     WRITEBACK = 0x08
+    READ_INVOICES = 0x09  # one page of one type's invoices of a period
 
 
 class Status(IntEnum):
@@ -38,7 +39,8 @@ class Status(IntEnum):
 
 # Reads and idempotent requests: safe to send again after a lost or garbled reply.
 RETRYABLE: frozenset[Command] = frozenset(
-    {Command.INFO, Command.READ_PERIOD, Command.UPLOAD_OFFLINE, Command.CHALLENGE}
+    {Command.INFO, Command.READ_PERIOD, Command.READ_INVOICES, Command.UPLOAD_OFFLINE,
+     Command.CHALLENGE}
 )
 
 # Never sent twice automatically: a repeated PIN burns a try, a repeated report or write-back

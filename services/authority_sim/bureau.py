@@ -18,6 +18,9 @@ from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.authority import (
     Accepted,
+    DeclarationBatch,
+    DeclarationBatchQuery,
+    DeclarationItem,
     DeclarationQuery,
     DeclarationStatus,
     OfflineInvoicesUpload,
@@ -27,6 +30,7 @@ from shared.messages.authority import (
 )
 from shared.messages.base import INVOICE_TYPES
 from shared.messages.device import WritebackPackage
+from shared.tax_calendar import TaxCalendar
 from shared.writeback_package import emulated_device_key, seal
 
 CLOCK_CALIBRATED_FAMILIES = frozenset({"tax_control_disk"})
@@ -87,8 +91,8 @@ async def submit_report(db: Database, msg: ReportSubmission) -> Accepted:
 
 async def _status(conn: asyncpg.Connection, device_id: str, taxpayer_id: str, period: str) -> DeclarationStatus:
     reg = await store.registration(conn, device_id)
-    reported = bool(await store.reported_types(conn, device_id, period))
-    return rules.declaration_status(reg, taxpayer_id, period, reported)
+    reported_at = await store.first_report(conn, device_id, period)
+    return rules.declaration_status(reg, taxpayer_id, period, reported_at, rules.utc_now())
 
 
 async def declaration_status(db: Database, msg: DeclarationQuery) -> DeclarationStatus:
@@ -97,7 +101,27 @@ async def declaration_status(db: Database, msg: DeclarationQuery) -> Declaration
     return await db.run(_status, msg.device_id, msg.taxpayer_id, msg.period)
 
 
-async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str]) -> WritebackPackage:
+async def declaration_statuses(db: Database, msg: DeclarationBatchQuery) -> DeclarationBatch:
+    """Many devices' filing and comparison in one answer (the coordinator's scheduled refresh)."""
+    await _fault(db, "declaration_statuses")
+
+    async def unit(conn: asyncpg.Connection) -> DeclarationBatch:
+        regs = await store.registrations(conn, [q.device_id for q in msg.queries])
+        reports = await store.first_reports(conn, [(q.device_id, q.period) for q in msg.queries])
+        now = rules.utc_now()
+        items = []
+        for q in msg.queries:
+            status = rules.declaration_status(regs.get(q.device_id), q.taxpayer_id, q.period,
+                                              reports.get((q.device_id, q.period)), now)
+            items.append(DeclarationItem(device_id=q.device_id, period=q.period, declared=status.declared,
+                                         comparison=status.comparison))
+        return DeclarationBatch(statuses=items)
+
+    return await db.run(unit)
+
+
+async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str],
+                 calendar: TaxCalendar) -> WritebackPackage:
     await _check_registration(conn, msg.device_id, msg.taxpayer_id, msg.machine_no)
     status = await _status(conn, msg.device_id, msg.taxpayer_id, msg.period)
     if not status.declared:
@@ -110,6 +134,8 @@ async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str]
         )
     if status.comparison == "fail":
         raise ClearCardError(ErrorCode.COMPARISON_FAILED)
+    if status.comparison == "pending":
+        raise ClearCardError(ErrorCode.COMPARISON_PENDING)
     seed = await store.clock_seed(conn)
     if seed is None:
         raise ClearCardError(ErrorCode.INTERNAL, "the bureau simulator's clock was never seeded")
@@ -124,7 +150,7 @@ async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str]
         "invoice_types": types,
         "issued_at": issued_at,
         "challenge": msg.challenge,
-        "next_lock_date": rules.next_lock_date(msg.period).isoformat(),
+        "next_lock_date": calendar.next_lock_date(msg.period).isoformat(),
         # tax control disks take a clock-calibration block (the bureau's time) before the clear block
         "clock_block": issued_at if msg.family in CLOCK_CALIBRATED_FAMILIES else None,
     }
@@ -133,7 +159,7 @@ async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str]
     return WritebackPackage(**payload, ciphertext=ciphertext, checksum=checksum)
 
 
-async def writeback_package(db: Database, msg: PackageRequest) -> PackageReply:
+async def writeback_package(db: Database, calendar: TaxCalendar, msg: PackageRequest) -> PackageReply:
     """Issue the clear package bound to the device's challenge, or refuse with the reason."""
     await _fault(db, "writeback_package")
     types = list(dict.fromkeys(msg.invoice_types))
@@ -144,4 +170,4 @@ async def writeback_package(db: Database, msg: PackageRequest) -> PackageReply:
         raise _invalid(f"unknown invoice type code(s) {', '.join(unknown)}")
     if not msg.challenge or len(msg.challenge) > 128:
         raise _invalid("the device's challenge must be 1 to 128 characters")
-    return PackageReply(package=await db.run(_issue, msg, types))
+    return PackageReply(package=await db.run(_issue, msg, types, calendar))

@@ -1,14 +1,19 @@
-"""The simulated bureau's rules, without I/O: its clock, lock dates and declaration status."""
+"""The simulated bureau's rules, without I/O: its clock and declaration status.
+
+Lock dates come from the tax calendar (shared/tax_calendar.py), the same one the devices use.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared.messages.authority import DeclarationStatus
+from shared.tax_calendar import CHINA as CHINA_STANDARD_TIME
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-NORMAL_LOCK_DAY = 15  # the 15th; the real bureau moves it later around public holidays
+# A fleet device with `comparison = "pending"`: the bureau's comparison passes this long after
+# the device's summary reached it, unless the fleet entry says otherwise.
+DEFAULT_PENDING_MINUTES = 30
 
 
 def bureau_now(fleet_clock: str | None, started_at: datetime, real_now: datetime) -> datetime:
@@ -16,24 +21,6 @@ def bureau_now(fleet_clock: str | None, started_at: datetime, real_now: datetime
     if fleet_clock is None:
         return real_now.astimezone(CHINA_STANDARD_TIME)
     return datetime.fromisoformat(fleet_clock) + (real_now - started_at)
-
-
-def _add_months(period: str, months: int) -> tuple[int, int]:
-    year, month = int(period[:4]), int(period[5:7])
-    index = year * 12 + (month - 1) + months
-    return index // 12, index % 12 + 1
-
-
-def lock_date(period: str) -> date:
-    """The day a device locks if `period` is not cleared: the 15th of the month after the period."""
-    year, month = _add_months(period, 1)
-    return date(year, month, NORMAL_LOCK_DAY)
-
-
-def next_lock_date(period: str) -> date:
-    """After clearing `period` the device runs until the next period's lock date."""
-    year, month = _add_months(period, 2)
-    return date(year, month, NORMAL_LOCK_DAY)
 
 
 @dataclass(frozen=True)
@@ -44,23 +31,30 @@ class Registration:
     machine_no: int
     period: str
     declared: bool
-    comparison: str  # pass | fail
+    comparison: str  # pass | fail | pending
+    pending_minutes: int | None = None  # pending: passes this long after the report; None = never
 
 
 def declaration_status(
-    registration: Registration | None, taxpayer_id: str, period: str, reported: bool
+    registration: Registration | None, taxpayer_id: str, period: str, reported_at: datetime | None,
+    real_now: datetime,
 ) -> DeclarationStatus:
     """Filing and comparison as the bureau shows them.
 
     Periods before the fleet's period count as filed and passed; later ones as not filed yet.
-    The comparison stays pending until the device's summary for the period was reported.
+    The comparison stays pending until the device's summary for the period was reported; a
+    device seeded `pending` stays pending until `pending_minutes` after that report.
     """
     if registration is None or registration.taxpayer_id != taxpayer_id or period > registration.period:
         return DeclarationStatus(declared=False, comparison="pending")
     if period < registration.period:
         return DeclarationStatus(declared=True, comparison="pass")
-    if not registration.declared or not reported:
+    if not registration.declared or reported_at is None:
         return DeclarationStatus(declared=registration.declared, comparison="pending")
+    if registration.comparison == "pending":
+        minutes = registration.pending_minutes
+        done = minutes is not None and real_now >= reported_at + timedelta(minutes=minutes)
+        return DeclarationStatus(declared=True, comparison="pass" if done else "pending")
     return DeclarationStatus(declared=True, comparison="pass" if registration.comparison == "pass" else "fail")
 
 

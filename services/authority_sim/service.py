@@ -17,6 +17,7 @@ from shared.db.pool import Database
 from shared.errors import ErrorCode
 from shared.fleet import Fleet, load_fleet
 from shared.messages.authority import (
+    DeclarationBatchQuery,
     DeclarationQuery,
     OfflineInvoicesUpload,
     PackageRequest,
@@ -36,8 +37,8 @@ async def seed_from_fleet(db: Database, settings: Settings) -> None:
 async def set_declaration(db: Database, device_id: str, *, declared: bool | None = None,
                           comparison: str | None = None) -> bool:
     """Change what the simulated bureau says about a fleet device (drills, tests); False if unknown."""
-    if comparison is not None and comparison not in ("pass", "fail"):
-        raise ValueError("comparison must be 'pass' or 'fail'")
+    if comparison is not None and comparison not in ("pass", "fail", "pending"):
+        raise ValueError("comparison must be 'pass', 'fail' or 'pending'")
     return await db.run(store.set_declaration, device_id, declared, comparison)
 
 
@@ -63,7 +64,8 @@ async def run_authority_sim(
         "upload_offline": Operation(OfflineInvoicesUpload, partial(bureau.upload_offline, db)),
         "submit_report": Operation(ReportSubmission, partial(bureau.submit_report, db)),
         "declaration_status": Operation(DeclarationQuery, partial(bureau.declaration_status, db)),
-        "writeback_package": Operation(PackageRequest, partial(bureau.writeback_package, db)),
+        "declaration_statuses": Operation(DeclarationBatchQuery, partial(bureau.declaration_statuses, db)),
+        "writeback_package": Operation(PackageRequest, partial(bureau.writeback_package, db, settings.calendar)),
     }
     handler = traced("authority-sim", AUTHORITY.name, rpc_server(bus, operations))
     async with trio.open_nursery() as nursery:

@@ -24,12 +24,13 @@ async def seed(conn: asyncpg.Connection, fleet_clock: str | None, started_at: da
     )
     await conn.executemany(
         "INSERT INTO authority_taxpayers AS t (device_id, taxpayer_id, machine_no, family, branch_id,"
-        " period, declared, comparison) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+        " period, declared, comparison, pending_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
         "ON CONFLICT (device_id) DO UPDATE SET taxpayer_id = excluded.taxpayer_id,"
         " machine_no = excluded.machine_no, family = excluded.family, branch_id = excluded.branch_id,"
         " period = excluded.period, declared = excluded.declared, comparison = excluded.comparison,"
-        " updated_at = now()",
-        [(d.id, d.taxpayer_id, d.machine_no, d.family, d.branch, d.period, d.declared, d.comparison)
+        " pending_minutes = excluded.pending_minutes, updated_at = now()",
+        [(d.id, d.taxpayer_id, d.machine_no, d.family, d.branch, d.period, d.declared, d.comparison,
+          d.comparison_pending_minutes if d.comparison_pending_minutes >= 0 else None)
          for d in devices],
     )
 
@@ -41,18 +42,39 @@ async def clock_seed(conn: asyncpg.Connection) -> tuple[str | None, datetime] | 
 
 async def registration(conn: asyncpg.Connection, device_id: str) -> Registration | None:
     row = await conn.fetchrow(
-        "SELECT taxpayer_id, machine_no, period, declared, comparison FROM authority_taxpayers "
+        "SELECT taxpayer_id, machine_no, period, declared, comparison, pending_minutes FROM authority_taxpayers "
         "WHERE device_id = $1",
         device_id,
     )
     return None if row is None else Registration(**dict(row))
 
 
+async def registrations(conn: asyncpg.Connection, device_ids: list[str]) -> dict[str, Registration]:
+    """Registrations of many devices at once (the batched status query)."""
+    rows = await conn.fetch(
+        "SELECT device_id, taxpayer_id, machine_no, period, declared, comparison, pending_minutes"
+        " FROM authority_taxpayers WHERE device_id = ANY($1::text[])", device_ids)
+    return {r["device_id"]: Registration(**{k: v for k, v in dict(r).items() if k != "device_id"}) for r in rows}
+
+
+async def first_reports(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
+    """When each (device, period)'s first summary reached the bureau."""
+    rows = await conn.fetch(
+        "SELECT r.device_id, r.period, min(r.received_at) AS at FROM authority_reports r"
+        " JOIN unnest($1::text[], $2::text[]) AS k(device_id, period)"
+        "   ON r.device_id = k.device_id AND r.period = k.period GROUP BY 1, 2",
+        [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["device_id"], r["period"]): r["at"] for r in rows}
+
+
 async def set_declaration(conn: asyncpg.Connection, device_id: str, declared: bool | None,
                           comparison: str | None) -> bool:
+    # a comparison set by hand holds until changed again (no automatic pass after a while)
     result = await conn.execute(
         "UPDATE authority_taxpayers SET declared = coalesce($2, declared),"
-        " comparison = coalesce($3, comparison), updated_at = now() WHERE device_id = $1",
+        " comparison = coalesce($3, comparison),"
+        " pending_minutes = CASE WHEN $3::text IS NULL THEN pending_minutes ELSE NULL END,"
+        " updated_at = now() WHERE device_id = $1",
         device_id,
         declared,
         comparison,
@@ -103,6 +125,13 @@ async def store_reports(conn: asyncpg.Connection, device_id: str, taxpayer_id: s
         [(device_id, taxpayer_id, machine_no, period, s.invoice_type, s.model_dump_json())
          for s in summaries],
     )
+
+
+async def first_report(conn: asyncpg.Connection, device_id: str, period: str) -> datetime | None:
+    """When the device's first summary of `period` reached the bureau, if it did."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT min(received_at) FROM authority_reports WHERE device_id = $1 AND period = $2", device_id, period)
+    return at
 
 
 async def reported_types(conn: asyncpg.Connection, device_id: str, period: str) -> set[str]:

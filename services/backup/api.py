@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import structlog
 import trio
 
-from services.backup import sealed, storage, store
-from services.backup.snapshot import build_snapshot
+from services.backup import chunked, pages, sealed, storage, store
+from services.backup.restore import restore_first_intact
+from services.backup.snapshot import INVOICES_PER_CHUNK, end_document, head_document, invoices_document
 from shared.bus.rpc import RpcClient
-from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup
 from shared.messages.base import utc_now
-from shared.messages.device import PeriodCommand, PeriodData
+from shared.messages.device import PeriodHeader
 
 log = structlog.get_logger("clearcard.backup")
-
-READ_PERIOD_TIMEOUT = 120.0  # seconds for the gateway to read a device's whole period
 
 
 def _failed(message: str) -> ClearCardError:
@@ -33,25 +30,27 @@ def _taken(row: store.BackupRow) -> BackupTaken:
     return BackupTaken(backup_id=row.backup_id, checksum=row.checksum, locations=list(row.locations))
 
 
-async def _read_period(rpc: RpcClient, msg: TakeBackup) -> PeriodData:
-    """The device's period from its gateway; device errors (offline, busy...) pass through as they are."""
-    command = PeriodCommand(device_id=msg.device_id, period=msg.period, request_id=msg.request_id)
-    try:
-        with trio.fail_after(READ_PERIOD_TIMEOUT):
-            data = await rpc.call(
-                COMMANDS, gateway_routing_key(msg.gateway_id, "read_period"), command, PeriodData
-            )
-    except trio.TooSlowError:
-        raise ClearCardError(
-            ErrorCode.TIMEOUT, f"gateway {msg.gateway_id} did not return the device's period in time"
-        ) from None
-    if data.info.device_id != msg.device_id:
-        raise _failed(f"the gateway answered for device {data.info.device_id}, not {msg.device_id}")
-    return data
+async def _stream_period(rpc: RpcClient, msg: TakeBackup, copies: storage.NewCopies, sealer: chunked.Sealer,
+                         head: dict[str, Any], header: PeriodHeader) -> int:
+    """Write the period into `copies` chunk by chunk as its pages arrive; returns the invoice count."""
+    await trio.to_thread.run_sync(copies.write, sealer.header + sealer.chunk(head))
+    batch: list[dict[str, Any]] = []
+    count = 0
+    async for invoices in pages.invoice_pages(rpc, msg, header):
+        batch += [i.model_dump(mode="json") for i in invoices]
+        if len(batch) >= INVOICES_PER_CHUNK:
+            count += len(batch)
+            await trio.to_thread.run_sync(copies.write, sealer.chunk(invoices_document(batch)))
+            batch = []
+    if batch:
+        count += len(batch)
+        await trio.to_thread.run_sync(copies.write, sealer.chunk(invoices_document(batch)))
+    await trio.to_thread.run_sync(copies.write, sealer.chunk(end_document(count), final=True))
+    return count
 
 
 async def take_backup(db: Database, settings: Settings, rpc: RpcClient, msg: TakeBackup) -> BackupTaken:
-    """Snapshot the device's period to every location, read every copy back, then record it."""
+    """Stream the device's period into every location, read every copy back, then record it."""
     if not 0 < len(msg.request_id) <= 200:
         raise ClearCardError(ErrorCode.INVALID_REQUEST, "request_id must be 1 to 200 characters")
     existing = await db.run(store.by_request, msg.request_id, msg.device_id)
@@ -59,48 +58,50 @@ async def take_backup(db: Database, settings: Settings, rpc: RpcClient, msg: Tak
         return _taken(existing)
     if not settings.backup_dirs:
         raise _failed("no backup locations are configured (CLEARCARD_BACKUP_DIRS)")
-    data = await _read_period(rpc, msg)
+    header = await pages.read_header(rpc, msg)
     taken_at = utc_now()
-    snapshot = build_snapshot(
-        data,
-        period=msg.period,
-        request_id=msg.request_id,
-        taken_at=taken_at,
-        device_record=await db.run(store.device_record, msg.device_id),
-    )
+    head = head_document(header, period=msg.period, request_id=msg.request_id, taken_at=taken_at,
+                         device_record=await db.run(store.device_record, msg.device_id))
     try:
         key_id, key = await trio.to_thread.run_sync(sealed.current_key, settings)
     except (OSError, sealed.CopyDamaged) as exc:
         raise _failed(f"the backup key cannot be used: {exc}") from None
-    blob = sealed.seal(snapshot, key_id, key)
-    checksum = sealed.checksum(blob)
-    file_name = f"{msg.device_id}/{checksum}.ccbk"
-    locations = [str(p) for p in settings.backup_dirs]
     try:
-        await trio.to_thread.run_sync(storage.write_everywhere, settings.backup_dirs, file_name, blob)
+        copies = await trio.to_thread.run_sync(storage.NewCopies, settings.backup_dirs, msg.device_id)
+        try:
+            await _stream_period(rpc, msg, copies, chunked.Sealer(key_id, key), head, header)
+            file_name = f"{msg.device_id}/{copies.checksum}.ccbk"
+            await trio.to_thread.run_sync(copies.commit, file_name)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(copies.discard)
     except storage.LocationFailed as exc:
         raise _failed(f"the backup could not be written to {exc.location}: {exc.reason}") from None
-    statuses = await trio.to_thread.run_sync(storage.check_all, settings, locations, file_name, checksum)
+    locations = [str(p) for p in settings.backup_dirs]
+    statuses = await trio.to_thread.run_sync(storage.check_all, settings, locations, file_name, copies.checksum)
     bad = [s for s in statuses if not s.ok]
     if bad:
         raise _failed("; ".join(f"{s.location}: {s.reason}" for s in bad))
     row = store.BackupRow(
-        backup_id=f"{msg.device_id}-{msg.period}-{checksum[:12]}",
+        backup_id=f"{msg.device_id}-{msg.period}-{copies.checksum[:12]}",
         device_id=msg.device_id,
-        taxpayer_id=data.info.taxpayer_id,
-        machine_no=data.info.machine_no,
-        family=data.info.family,
+        taxpayer_id=header.info.taxpayer_id,
+        machine_no=header.info.machine_no,
+        family=header.info.family,
         period=msg.period,
         request_id=msg.request_id,
         taken_at=taken_at,
-        size=len(blob),
-        checksum=checksum,
+        size=copies.size,
+        checksum=copies.checksum,
         key_id=key_id,
         file_name=file_name,
         locations=locations,
     )
     stored = await db.run(store.insert, row)
-    log.info("backup taken", backup_id=stored.backup_id, device_id=msg.device_id, period=msg.period)
+    if stored.backup_id != row.backup_id:  # the same request's other take finished first: keep one
+        await trio.to_thread.run_sync(copies.remove, file_name)
+    log.info("backup taken", backup_id=stored.backup_id, device_id=msg.device_id, period=msg.period,
+             invoices=head["manifest"]["invoice_count"], size=copies.size)
     return _taken(stored)
 
 
@@ -131,13 +132,6 @@ async def verify_backup(db: Database, settings: Settings, backup_id: str) -> Bac
     return BackupVerified(backup_id=backup_id, ok=not damaged, damaged=damaged)
 
 
-def _write_restored(to_dir: Path, snapshot: dict[str, Any]) -> None:
-    to_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("manifest", "invoices", "monitoring", "summaries", "device_record"):
-        text = json.dumps(snapshot.get(name), ensure_ascii=False, indent=2, sort_keys=True)
-        (to_dir / f"{name}.json").write_text(text + "\n", encoding="utf-8")
-
-
 async def restore_backup(
     db: Database,
     settings: Settings,
@@ -148,7 +142,7 @@ async def restore_backup(
     expect_machine_no: int | None = None,
     force: bool = False,
 ) -> Path:
-    """Decrypt the backup from any intact copy into `to_dir` (manifest, invoices, monitoring...).
+    """Decrypt the backup from any intact copy into `to_dir` as a stream (manifest, invoices, monitoring...).
 
     Restores only onto the same taxpayer and machine number when those are given, unless forced.
     """
@@ -162,10 +156,9 @@ async def restore_backup(
             f"backup {backup_id} belongs to taxpayer {row.taxpayer_id}, machine {row.machine_no}; "
             "a backup is restored only onto the same taxpayer and machine number (use force to override)",
         )
-    snapshot, seen = await trio.to_thread.run_sync(
-        storage.first_intact, settings, list(row.locations), row.file_name, row.checksum
+    seen = await trio.to_thread.run_sync(
+        restore_first_intact, settings, list(row.locations), row.file_name, row.checksum, to_dir
     )
-    if snapshot is None:
+    if not seen or not seen[-1].ok:
         raise _failed("no intact copy: " + "; ".join(f"{s.location}: {s.reason}" for s in seen))
-    await trio.to_thread.run_sync(_write_restored, to_dir, snapshot)
     return to_dir

@@ -7,7 +7,8 @@ from pathlib import Path
 import structlog
 import trio
 
-from services.backup import sealed, storage, store
+from services.backup import chunked, sealed, storage, store
+from services.backup.snapshot import Head, end_document, invoices_document
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -31,17 +32,16 @@ def _repair(settings: Settings, row: store.BackupRow) -> list[str]:
     if not intact:
         raise ClearCardError(ErrorCode.BACKUP_FAILED, f"backup {row.backup_id} has no intact copy to repair from: "
                              + "; ".join(f"{s.location}: {s.reason}" for s in damaged))
-    good = (Path(intact[0]) / row.file_name).read_bytes()
-    if sealed.checksum(good) != row.checksum:  # changed since it was checked
-        raise ClearCardError(ErrorCode.BACKUP_FAILED, f"the copy in {intact[0]} changed while repairing")
+    good = Path(intact[0]) / row.file_name
     repaired, failed = [], []
     for status in damaged:
         try:
-            storage.write_atomically(Path(status.location), row.file_name, good)
+            storage.copy_atomically(good, Path(status.location), row.file_name)
         except storage.LocationFailed as exc:
             failed.append(f"{exc.location}: {exc.reason}")
             continue
-        after, _ = storage.check_copy(settings, status.location, row.file_name, row.checksum)
+        # the new copy is read back whole, so a source that changed since it was checked shows here
+        after = storage.check_copy(settings, status.location, row.file_name, row.checksum)
         if after.ok:
             repaired.append(status.location)
         else:
@@ -61,26 +61,51 @@ async def repair_backup(db: Database, settings: Settings, backup_id: str) -> lis
     return repaired
 
 
+def _reseal_from(settings: Settings, row: store.BackupRow, source: Path, key_id: str) -> tuple[str, str, int]:
+    """Stream one intact copy, re-encrypted under `key_id`, into every location; (checksum, file, size)."""
+    sealer = chunked.Sealer(key_id, sealed.load_key(settings, key_id))
+    copies = storage.NewCopies(tuple(Path(p) for p in row.locations), row.device_id)
+    try:
+        with storage.reading(settings, source) as (reader, parts):
+            count = 0
+            for part in parts:
+                if isinstance(part, Head):
+                    head = {"format": 2, "manifest": part.manifest, "monitoring": part.monitoring,
+                            "summaries": part.summaries, "device_record": part.device_record}
+                    copies.write(sealer.header + sealer.chunk(head))
+                else:
+                    count += len(part)
+                    copies.write(sealer.chunk(invoices_document(part)))
+            copies.write(sealer.chunk(end_document(count), final=True))
+            if reader.checksum() != row.checksum:
+                raise sealed.CopyDamaged("changed while it was re-encrypted")
+        file_name = f"{row.device_id}/{copies.checksum}.ccbk"
+        copies.commit(file_name)
+    finally:
+        copies.discard()
+    return copies.checksum, file_name, copies.size
+
+
 def _reseal(settings: Settings, row: store.BackupRow, key_id: str) -> tuple[str, str, int] | None:
     """Re-encrypt one backup under `key_id` into every location; None if it already uses that key."""
     if row.key_id == key_id:
         return None
-    snapshot, seen = storage.first_intact(settings, list(row.locations), row.file_name, row.checksum)
-    if snapshot is None:
+    statuses = storage.check_all(settings, list(row.locations), row.file_name, row.checksum)
+    intact = [s.location for s in statuses if s.ok]
+    if not intact:
         raise ClearCardError(ErrorCode.BACKUP_FAILED, f"backup {row.backup_id} has no intact copy: "
-                             + "; ".join(f"{s.location}: {s.reason}" for s in seen))
-    blob = sealed.seal(snapshot, key_id, sealed.load_key(settings, key_id))
-    checksum = sealed.checksum(blob)
-    file_name = f"{row.device_id}/{checksum}.ccbk"
-    locations = tuple(Path(p) for p in row.locations)
+                             + "; ".join(f"{s.location}: {s.reason}" for s in statuses))
     try:
-        storage.write_everywhere(locations, file_name, blob)
+        checksum, file_name, size = _reseal_from(settings, row, Path(intact[0]) / row.file_name, key_id)
     except storage.LocationFailed as exc:
         raise ClearCardError(ErrorCode.BACKUP_FAILED, f"{exc.location}: {exc.reason}") from None
+    except sealed.CopyDamaged as exc:
+        raise ClearCardError(ErrorCode.BACKUP_FAILED,
+                             f"backup {row.backup_id}: the copy in {intact[0]} {exc}") from None
     bad = [s for s in storage.check_all(settings, list(row.locations), file_name, checksum) if not s.ok]
     if bad:
         raise ClearCardError(ErrorCode.BACKUP_FAILED, "; ".join(f"{s.location}: {s.reason}" for s in bad))
-    return checksum, file_name, len(blob)
+    return checksum, file_name, size
 
 
 def _remove_old(row: store.BackupRow) -> None:

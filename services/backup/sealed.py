@@ -1,12 +1,15 @@
-"""The backup file format and its keys: compressed, AES-GCM encrypted, key id in the header.
+"""Backup keys, and the version 1 file format (still read; new backups are version 2).
+
+Version 1 was one AES-GCM message holding the whole period, so it could hold only what fitted
+in one bus message; services/backup/chunked.py writes version 2, a stream of chunks:
 
     file  = header || AES-GCM(key, nonce, zlib(JSON snapshot), associated data = header)
-    header = b"CCBK" || version (1 byte) || len(key_id) (1 byte) || key_id (ASCII) || nonce (12 bytes)
+    header = b"CCBK" || 0x01 || len(key_id) (1 byte) || key_id (ASCII) || nonce (12 bytes)
 
-The checksum (the file's name) is SHA-256 over the whole file. Keys are 32 random bytes, hex,
-in `<keys_dir>/backup/<key_id>.key`; key ids start with their UTC creation time, so the newest
-key sorts last. New backups use the newest key; old backups name theirs and still decrypt.
-Key-file functions do blocking I/O: call them from `trio.to_thread.run_sync`.
+The checksum (the file's name) is SHA-256 over the whole file, in both versions. Keys are 32
+random bytes, hex, in `<keys_dir>/backup/<key_id>.key`; key ids start with their UTC creation
+time, so the newest key sorts last. New backups use the newest key; old backups name theirs and
+still decrypt. Key-file functions do blocking I/O: call them from `trio.to_thread.run_sync`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import re
 import secrets
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ def current_key(settings: Settings) -> tuple[str, bytes]:
 
 
 def seal(snapshot: dict[str, Any], key_id: str, key: bytes) -> bytes:
-    """Compress and encrypt a snapshot into the stored file's bytes."""
+    """A version 1 file of a whole snapshot (what ClearCard wrote before version 2)."""
     raw_id = key_id.encode("ascii")
     nonce = secrets.token_bytes(12)
     header = MAGIC + bytes([VERSION, len(raw_id)]) + raw_id + nonce
@@ -86,14 +89,16 @@ def seal(snapshot: dict[str, Any], key_id: str, key: bytes) -> bytes:
 
 
 def key_id_of(data: bytes) -> str:
-    """The key id a stored file names in its header."""
-    if len(data) < 6 or data[:4] != MAGIC or data[4] != VERSION:
+    """The key id a stored file (version 1 or 2) names in its header."""
+    if len(data) < 6 or data[:4] != MAGIC or data[4] not in (1, 2):
         raise CopyDamaged("is not a ClearCard backup file (bad header)")
     return data[6 : 6 + data[5]].decode("ascii", errors="replace")
 
 
 def unseal(data: bytes, key_for: Callable[[str], bytes]) -> dict[str, Any]:
-    """Decrypt and decompress stored bytes; raises CopyDamaged."""
+    """Decrypt and decompress a whole version 1 file; raises CopyDamaged."""
+    if len(data) < 6 or data[:4] != MAGIC or data[4] != VERSION:
+        raise CopyDamaged("is not a version 1 ClearCard backup file")
     key_id = key_id_of(data)
     end = 6 + data[5] + 12
     header, body = data[:end], data[end:]
@@ -108,6 +113,17 @@ def unseal(data: bytes, key_for: Callable[[str], bytes]) -> dict[str, Any]:
     except (zlib.error, ValueError):
         raise CopyDamaged("decrypts but does not decompress") from None
     return snapshot
+
+
+def legacy_documents(data: bytes, key_for: Callable[[str], bytes]) -> Iterator[dict[str, Any]]:
+    """A version 1 file as the documents a version 2 file holds (services/backup/snapshot.py)."""
+    snapshot = unseal(data, key_for)
+    invoices = snapshot.get("invoices")
+    if not isinstance(invoices, list) or not isinstance(snapshot.get("manifest"), dict):
+        raise CopyDamaged("decrypts but is not a snapshot")
+    yield {name: snapshot.get(name) for name in ("format", "manifest", "monitoring", "summaries", "device_record")}
+    yield {"invoices": invoices}
+    yield {"end": {"invoice_count": len(invoices)}}
 
 
 def checksum(data: bytes) -> str:

@@ -133,10 +133,10 @@ async def reseal(conn: asyncpg.Connection, backup_id: str, *, checksum: str, key
 
 async def registered_devices(conn: asyncpg.Connection, device_ids: list[str],
                              branch_id: str | None) -> list[tuple[str, str, str | None]]:
-    """(device, gateway, open period) of the registered devices, optionally narrowed."""
+    """(device, gateway, open period) of the devices in service a gateway has found, optionally narrowed."""
     rows = await conn.fetch(
         "SELECT device_id, gateway_id, open_period FROM devices"
-        " WHERE (cardinality($1::text[]) = 0 OR device_id = ANY($1::text[]))"
+        " WHERE gateway_id IS NOT NULL AND (cardinality($1::text[]) = 0 OR device_id = ANY($1::text[]))"
         " AND ($2::text IS NULL OR branch_id = $2) ORDER BY device_id",
         device_ids, branch_id)
     return [(r["device_id"], r["gateway_id"], r["open_period"]) for r in rows]

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console import routes_admin, routes_clears, routes_dlq, routes_fleet, routes_ops
+from services.console import routes_admin, routes_clears, routes_dlq, routes_fleet, routes_ops, routes_registry
 from services.console.context import ConsoleContext
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
@@ -102,7 +102,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     for outage in OUTAGE_ERRORS:
         app.add_exception_handler(outage, _outage)
-    for module in (routes_ops, routes_fleet, routes_clears, routes_admin, routes_dlq):
+    for module in (routes_ops, routes_fleet, routes_clears, routes_admin, routes_registry, routes_dlq):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

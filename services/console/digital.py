@@ -18,15 +18,15 @@ import asyncpg
 
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import taxpayer_id_valid
+from shared.tax_calendar import DEFAULT, TaxCalendar
 
 _CENT = Decimal("0.01")
 VAT_RATE = Decimal("0.13")
 
 
-def filing_deadline(period: str) -> date:
-    """The 15th of the month after `period` (holidays move it later; the simulator ignores them)."""
-    year, month = (int(x) for x in period.split("-"))
-    return date(year + month // 12, month % 12 + 1, 15)
+def filing_deadline(period: str, calendar: TaxCalendar = DEFAULT) -> date:
+    """The month's filing deadline in the tax calendar (the 15th unless holidays move it)."""
+    return calendar.deadline(period)
 
 
 def simulated_totals(taxpayer_id: str, period: str) -> dict[str, Any]:
@@ -52,7 +52,8 @@ async def add_taxpayer(conn: asyncpg.Connection, taxpayer_id: str, name: str, br
         taxpayer_id, name, branch_id)
 
 
-async def simulate_month(conn: asyncpg.Connection, taxpayer_id: str, period: str) -> dict[str, Any]:
+async def simulate_month(conn: asyncpg.Connection, taxpayer_id: str, period: str,
+                         calendar: TaxCalendar = DEFAULT) -> dict[str, Any]:
     """The bureau publishes the month's summary for confirmation; a confirmed month is left as it is."""
     totals = simulated_totals(taxpayer_id, period)
     exists = await conn.fetchval("SELECT 1 FROM digital_taxpayers WHERE taxpayer_id = $1", taxpayer_id)
@@ -63,7 +64,7 @@ async def simulate_month(conn: asyncpg.Connection, taxpayer_id: str, period: str
         " red_count, red_amount, red_tax, deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         " ON CONFLICT (taxpayer_id, period) DO NOTHING",
         taxpayer_id, period, totals["blue_count"], totals["blue_amount"], totals["blue_tax"],
-        totals["red_count"], totals["red_amount"], totals["red_tax"], filing_deadline(period))
+        totals["red_count"], totals["red_amount"], totals["red_tax"], filing_deadline(period, calendar))
     row = await _one(conn, taxpayer_id, period)
     assert row is not None
     return row

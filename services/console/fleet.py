@@ -6,47 +6,31 @@ Functions taking a connection are asyncio-flavoured: run them through `Database.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
-CHINA = timezone(timedelta(hours=8))
-_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
-RED_DAYS = 3
-AMBER_DAYS = 7
+from shared.deadlines import RISKS, Thresholds
+from shared.fleet_status import BUREAU_JOIN, COLUMNS, shape
+from shared.fleet_status import today as fleet_today
 
-
-async def today(conn: asyncpg.Connection) -> date:
-    """The date countdowns count from: the emulated fleet clock when one runs, else China's date."""
-    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
-    now = datetime.now(UTC)
-    if row is not None and row["fleet_clock"]:
-        return (datetime.fromisoformat(row["fleet_clock"]) + (now - row["started_at"])).astimezone(CHINA).date()
-    return now.astimezone(CHINA).date()
-
-
-def risk(days_left: int | None) -> str:
-    """`red` (≤3 days to the lock date), `amber` (≤7), `green`, or `unknown`."""
-    if days_left is None:
-        return "unknown"
-    return "red" if days_left <= RED_DAYS else "amber" if days_left <= AMBER_DAYS else "green"
+today = fleet_today  # the date countdowns count from (the emulated fleet clock when one runs)
 
 
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
-async def devices(conn: asyncpg.Connection, as_of: date, branches: set[str] | None = None) -> list[dict[str, Any]]:
-    """Every device (of `branches`, None = all) with per-type status, countdown and its last clear."""
+async def devices(conn: asyncpg.Connection, as_of: date, thresholds: Thresholds,
+                  branches: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every device (of `branches`, None = all): the status shape of contract §2 and its last clear."""
     rows = await conn.fetch(
-        """
-        SELECT d.device_id, d.branch_id, d.family, d.taxpayer_id, d.machine_no, d.gateway_id,
-               d.type_status, d.open_period, d.lock_date, d.pin_tries_left, d.offline_pending, d.online,
-               d.last_seen, d.last_result,
+        f"""
+        SELECT {COLUMNS},
                c.request_id AS last_request_id, c.step AS last_step, c.outcome AS last_outcome,
                c.error_code AS last_error_code, c.updated_at AS last_clear_at
-        FROM devices d
+        FROM devices d {BUREAU_JOIN}
         LEFT JOIN LATERAL (
             SELECT request_id, step, outcome, error_code, updated_at FROM device_clears dc
             WHERE dc.device_id = d.device_id ORDER BY updated_at DESC LIMIT 1) c ON true
@@ -55,35 +39,30 @@ async def devices(conn: asyncpg.Connection, as_of: date, branches: set[str] | No
         """, sorted(branches) if branches is not None else None)
     out = []
     for r in rows:
-        raw = r["type_status"]
-        statuses = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        lock: date | None = r["lock_date"]
-        days = (lock - as_of).days if lock else None
-        out.append({
-            "device_id": r["device_id"], "branch_id": r["branch_id"], "family": r["family"],
-            "taxpayer_id": r["taxpayer_id"], "machine_no": r["machine_no"], "gateway_id": r["gateway_id"],
-            "open_period": r["open_period"],
-            "types": {code: _WORDS.get(int(v), str(v)) for code, v in sorted(statuses.items())},
-            "lock_date": lock.isoformat() if lock else None, "days_left": days, "risk": risk(days),
-            "pin_tries_left": r["pin_tries_left"], "offline_pending": r["offline_pending"],
-            "online": r["online"], "last_seen": _iso(r["last_seen"]), "last_result": r["last_result"],
-            "last_clear": None if r["last_request_id"] is None else {
-                "request_id": r["last_request_id"], "step": r["last_step"], "outcome": r["last_outcome"],
-                "error_code": r["last_error_code"], "at": _iso(r["last_clear_at"])},
-        })
+        device = shape(r, as_of, thresholds)
+        device["gateway_id"] = r["gateway_id"]
+        device["last_clear"] = None if r["last_request_id"] is None else {
+            "request_id": r["last_request_id"], "step": r["last_step"], "outcome": r["last_outcome"],
+            "error_code": r["last_error_code"], "at": _iso(r["last_clear_at"])}
+        out.append(device)
     return out
 
 
-def matches(device: dict[str, Any], *, family: str | None, status: str | None, max_days: int | None) -> bool:
-    """The fleet view's filters: family, a per-type status (or a risk colour), days left at most."""
+def matches(device: dict[str, Any], *, family: str | None, status: str | None, max_days: int | None,
+            filing: str | None = None, comparison: str | None = None) -> bool:
+    """The fleet view's filters: family, a per-type status or risk colour, days left, the bureau's view."""
     if family and device["family"] != family:
         return False
     if status:
-        if status in ("red", "amber", "green", "unknown"):
+        if status in RISKS:
             if device["risk"] != status:
                 return False
         elif status not in device["types"].values():
             return False
+    if filing and device["filing"] != filing:
+        return False
+    if comparison and device["comparison"] != comparison:
+        return False
     return max_days is None or (device["days_left"] is not None and device["days_left"] <= max_days)
 
 
@@ -93,7 +72,7 @@ def by_branch(rows: list[dict[str, Any]], digital: list[dict[str, Any]]) -> list
 
     def branch(name: str) -> dict[str, Any]:
         return branches.setdefault(name, {"branch_id": name, "devices": [], "digital": [],
-                                          "counts": {"red": 0, "amber": 0, "green": 0, "unknown": 0}})
+                                          "counts": dict.fromkeys(RISKS, 0)})
 
     for device in rows:
         b = branch(device["branch_id"])

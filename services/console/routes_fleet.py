@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Query
@@ -13,7 +12,7 @@ from services.auth.tokens import Principal
 from services.console import digital, fleet
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, branch_filter, capabilities, check_branch, principal, require
-from shared import audit, metrics
+from shared import audit
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import Period
@@ -34,8 +33,12 @@ async def status(
     branch: str | None = Query(None, description="only this branch"),
     family: str | None = Query(None, description="ukey, golden_tax_disk or tax_control_disk"),
     status: str | None = Query(None, description="a type status (needs_report, reported, cleared) "
-                               "or a risk colour (red, amber, green, unknown)"),
+                               "or a risk (red, amber, green, unknown, abandoned)"),
     days: int | None = Query(None, description="only devices with at most this many days left"),
+    filing: Literal["filed", "not_filed", "unknown"] | None = Query(
+        None, description="the bureau's filing status of the open period"),
+    comparison: Literal["pass", "fail", "pending", "unknown"] | None = Query(
+        None, description="the bureau's comparison status of the open period"),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> dict[str, Any]:
@@ -44,33 +47,33 @@ async def status(
         check_branch(who, branch)
         visible = {branch}
     as_of = await ctx.db.run(fleet.today)
-    rows = [d for d in await ctx.db.run(fleet.devices, as_of, visible)
-            if fleet.matches(d, family=family, status=status, max_days=days)]
+    thresholds = ctx.settings.thresholds
+    rows = [d for d in await ctx.db.run(fleet.devices, as_of, thresholds, visible)
+            if fleet.matches(d, family=family, status=status, max_days=days, filing=filing, comparison=comparison)]
     confirmations = digital.with_countdown(await ctx.db.run(digital.list_confirmations, branch), as_of)
     if visible is not None:
         confirmations = [c for c in confirmations if c["branch_id"] in visible]
-    return {"today": as_of.isoformat(), "red_days": fleet.RED_DAYS, "amber_days": fleet.AMBER_DAYS,
+    # red_days/amber_days: the thresholds of shared/deadlines.py, the scheduler's escalation levels
+    return {"today": as_of.isoformat(), "red_days": thresholds.critical_days, "amber_days": thresholds.warning_days,
+            "abandoned_days": thresholds.abandoned_days,
             "branches": fleet.by_branch(rows, confirmations), "devices": rows}
 
 
-async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str) -> dict[str, Any]:
+async def _monitoring(ctx: ConsoleContext, device_id: str, gateway_id: str | None) -> dict[str, Any]:
     """Ask the device's gateway for the monitoring data (监控管理数据) the device holds right now."""
     if ctx.rpc is None:
         return {"available": False, "reason": "no gateway connection"}
-    started = time.perf_counter()
-    outcome = "ok"
+    if gateway_id is None:
+        return {"available": False, "reason": ErrorCode.DEVICE_OFFLINE.value,
+                "message": "No gateway has found this device yet."}
     try:
         with trio.fail_after(MONITORING_TIMEOUT):
             info = await ctx.rpc.call(COMMANDS, gateway_routing_key(gateway_id, "info"),
                                       DeviceCommand(device_id=device_id), DeviceInfo)
     except trio.TooSlowError:
-        outcome = "timeout"
         return {"available": False, "reason": ErrorCode.TIMEOUT.value}
     except ClearCardError as exc:
-        outcome = exc.code.value
         return {"available": False, "reason": exc.code.value, "message": exc.message}
-    finally:
-        metrics.GATEWAY_COMMAND.labels("info", outcome).observe(time.perf_counter() - started)
     return {"available": True, "clock": info.clock, "types": info.types, "pin_tries_left": info.pin_tries_left,
             "offline_pending": info.offline_pending, **info.monitoring.model_dump()}
 
@@ -84,7 +87,7 @@ async def device(device_id: str, monitoring: bool = Query(True, description="ask
         raise ClearCardError(ErrorCode.UNKNOWN_DEVICE, f"There is no device {device_id}.")
     check_branch(who, row["branch_id"])
     as_of = await ctx.db.run(fleet.today)
-    summary = next(d for d in await ctx.db.run(fleet.devices, as_of, {row["branch_id"]})
+    summary = next(d for d in await ctx.db.run(fleet.devices, as_of, ctx.settings.thresholds, {row["branch_id"]})
                    if d["device_id"] == device_id)
     return {**summary, "today": as_of.isoformat(),
             "monitoring": await _monitoring(ctx, device_id, row["gateway_id"]) if monitoring
@@ -132,4 +135,5 @@ class DigitalTaxpayer(BaseModel):
 async def digital_simulate(body: DigitalTaxpayer, ctx: ConsoleContext = Depends(context),
                            who: Principal = Depends(require(Can.ADMIN))) -> list[dict[str, Any]]:
     await ctx.db.run(digital.add_taxpayer, body.taxpayer_id, body.name, body.branch_id)
-    return [await ctx.db.run(digital.simulate_month, body.taxpayer_id, p) for p in body.periods]
+    return [await ctx.db.run(digital.simulate_month, body.taxpayer_id, p, ctx.settings.calendar)
+            for p in body.periods]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
 import trio
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from services.console import metrics_view
 from services.console.context import ConsoleContext, context
-from shared import metrics
 from shared.bus.api import Bus, BusError
-from shared.bus.topology import ALL_SERVICES, DEFAULT, gateway_queue
+from shared.bus.topology import DEFAULT
 
 router = APIRouter(tags=["operations"])
 
@@ -54,61 +51,11 @@ async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-async def _fleet_numbers(conn: asyncpg.Connection) -> dict[str, Any]:
-    from services.console.fleet import today
-
-    as_of = await today(conn)
-    clears = await conn.fetch("SELECT coalesce(outcome, 'running') AS outcome, coalesce(error_code, '') AS code,"
-                              " count(*) AS n FROM device_clears GROUP BY 1, 2")
-    devices = await conn.fetch("SELECT branch_id, family, lock_date - $1::date AS days, online, count(*) AS n"
-                               " FROM devices GROUP BY 1, 2, 3, 4", as_of)
-    running = await conn.fetchval("SELECT count(*) FROM clear_requests WHERE status = 'running'")
-    in_progress = await conn.fetchval("SELECT count(*) FROM device_clears WHERE outcome IS NULL")
-    digital = await conn.fetch("SELECT status, count(*) AS n FROM digital_confirmations GROUP BY 1")
-    return {"clears": clears, "devices": devices, "running": running, "in_progress": in_progress,
-            "digital": digital}
-
-
-async def _queue_depths(bus: Bus) -> dict[str, int]:
-    """Depths where the transport can tell (the in-memory bus; RabbitBus once it has `queue_depth`)."""
-    names = [q.name for q in ALL_SERVICES.queues] + [gateway_queue("default").name]
-    depths: dict[str, int] = {}
-    sync_depth = getattr(bus, "depth", None)
-    async_depth = getattr(bus, "queue_depth", None)
-    for name in names:
-        try:
-            if async_depth is not None:
-                value = await async_depth(name)
-            elif sync_depth is not None:
-                value = sync_depth(name)
-            else:
-                return {}
-        except (KeyError, BusError):
-            continue
-        if value is not None:
-            depths[name] = int(value)
-    return depths
-
-
-async def snapshot(ctx: ConsoleContext) -> metrics.FleetSnapshot:
-    """The fleet-wide numbers, read at scrape time."""
-    raw = await ctx.db.run(_fleet_numbers)
-    devices: dict[tuple[str, str, str], int] = {}
-    online: dict[tuple[str, str], int] = {}
-    for r in raw["devices"]:
-        key = (r["branch_id"], r["family"], metrics.days_left_bucket(r["days"]))
-        devices[key] = devices.get(key, 0) + r["n"]
-        flag = (r["branch_id"], "true" if r["online"] else "false")
-        online[flag] = online.get(flag, 0) + r["n"]
-    return metrics.FleetSnapshot(
-        clears={(r["outcome"], r["code"]): r["n"] for r in raw["clears"]},
-        devices=devices, online=online, running_requests=raw["running"],
-        devices_in_progress=raw["in_progress"], queue_depths=await _queue_depths(ctx.bus),
-        digital_confirmations={r["status"]: r["n"] for r in raw["digital"]},
-    )
-
-
 @router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def prometheus(ctx: ConsoleContext = Depends(context)) -> Response:
-    return Response(metrics.exposition(await snapshot(ctx)), media_type=CONTENT_TYPE_LATEST)
+async def prometheus(request: Request, ctx: ConsoleContext = Depends(context)) -> Response:
+    """The whole installation's metrics (services/console/metrics_view.py), cached for a few seconds."""
+    cache = getattr(request.app.state, "scrape_cache", None)
+    if cache is None:
+        cache = request.app.state.scrape_cache = metrics_view.ScrapeCache()
+    return Response(await metrics_view.cached(ctx, cache), media_type=CONTENT_TYPE_LATEST)

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from shared.config import Settings
-
-CHINA = timezone(timedelta(hours=8))
+from shared.tax_calendar import CHINA
 
 
 @dataclass
 class Clock:
-    """Real time in China, or an emulated start instant that then runs in real time."""
+    """Real time in China, or an emulated start instant that then runs on `source` (seconds).
+
+    `source` is `time.monotonic` in production; tests pass `trio.current_time` under trio's
+    MockClock (or any counter) to run the scheduler over emulated weeks without waiting.
+    """
 
     start: datetime | None = None
-    _origin: float = field(default_factory=time.monotonic)
+    source: Callable[[], float] = time.monotonic
+    _origin: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._origin = self.source()
 
     def now(self) -> datetime:
         if self.start is None:
             return datetime.now(CHINA)
-        return (self.start + timedelta(seconds=time.monotonic() - self._origin)).astimezone(CHINA)
+        return (self.start + timedelta(seconds=self.source() - self._origin)).astimezone(CHINA)
 
 
 def clock_for(settings: Settings) -> Clock:

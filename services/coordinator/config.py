@@ -21,7 +21,9 @@ class CoordinatorConfig:
     scheduler: int = 0  # 1: this deployment schedules clears itself (the leader opens each window)
     schedule_tick: float = 60.0  # the scheduler's look at the calendar
     retry_every: float = 15 * 60.0  # transient failures are retried on this period until the lock date
-    warn_days: int = 5  # lock date this close and uncleared: warning; 2 days: critical
+    # the bureau's filing and comparison of devices whose period is closed and not yet passed are
+    # asked again this often (devices awaiting a pending comparison: every `retry_every`)
+    bureau_refresh: float = 15 * 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CoordinatorConfig:

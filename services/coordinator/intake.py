@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from device_registry import store as registry_store
+from device_registry.registry import unknown_words
 from services.auth.decide import authorize, subject_of
 from services.auth.revocation import RevocationList
 from services.auth.tokens import KeyRing, Principal
@@ -98,8 +100,9 @@ class Intake:
             known = {d.device_id for d in devices}
             unknown = sorted(set(request.device_ids) - known)
             if unknown:
-                raise ClearCardError(ErrorCode.UNKNOWN_DEVICE,
-                                     f"Not devices of branch {request.branch_id}: {', '.join(unknown)}.")
+                words = [await self.db.run(_why_unknown, d, request.branch_id) for d in unknown[:3]]
+                more = f" (and {len(unknown) - 3} more: {', '.join(unknown[3:10])})" if len(unknown) > 3 else ""
+                raise ClearCardError(ErrorCode.UNKNOWN_DEVICE, " ".join(words) + more)
             devices = [d for d in devices if d.device_id in set(request.device_ids)]
         trace_id = telemetry.current_trace_id()
         if request.preview or request.mode == "manual":
@@ -197,3 +200,11 @@ def decode_event_name(event_json: str) -> str:
 
     name = json.loads(event_json).get("event", "")
     return name if name in _REPLAYABLE else "clear.finished"
+
+
+async def _why_unknown(conn: Connection, device_id: str, branch_id: str) -> str:
+    """Plain words for a named device the branch does not drive (retired, not enrolled, elsewhere)."""
+    found = await registry_store.standing(conn, device_id)
+    if found.enrolled and found.retired_at is None:
+        return f"Device {device_id} is not a device of branch {branch_id}."
+    return unknown_words(device_id, found)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from decimal import Decimal
 
 import trio
@@ -14,28 +13,32 @@ from services.coordinator.ports import Ports
 from services.coordinator.repository import RegisteredDevice
 from shared.errors import ClearCardError
 from shared.messages.clear import ClearRequest, Error, PlanDevice, PlanTypeLine
-from shared.messages.device import PeriodCommand, PeriodData
+from shared.messages.device import PeriodCommand, PeriodHeader, TypeSummary
 
 _STATUS_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
 
 
-def plan_device(device: RegisteredDevice, data: PeriodData, request: ClearRequest) -> PlanDevice:
-    """What a clear would do to one device, with the period's invoices per type."""
-    decision = decide_after_precheck(data.info, request.period, tuple(request.invoice_types))
-    types = [t for t in data.info.types if not request.invoice_types or t in request.invoice_types]
-    counts: dict[str, int] = defaultdict(int)
-    amounts: dict[str, Decimal] = defaultdict(Decimal)
-    taxes: dict[str, Decimal] = defaultdict(Decimal)
-    for invoice in data.invoices:
-        counts[invoice.invoice_type] += 1
-        sign = Decimal(-1) if invoice.kind == "negative" else Decimal(0 if invoice.kind == "void" else 1)
-        amounts[invoice.invoice_type] += sign * Decimal(invoice.amount)
-        taxes[invoice.invoice_type] += sign * Decimal(invoice.tax)
-    lines = [
-        PlanTypeLine(invoice_type=t, status=_STATUS_WORDS[data.info.types[t]], invoice_count=counts[t],
-                     amount=f"{amounts[t]:.2f}", tax=f"{taxes[t]:.2f}")
-        for t in types
-    ]
+def _line(summary: TypeSummary, status: int, count: int) -> PlanTypeLine:
+    """One type's line: every invoice of the period counted, the amounts net of red-letter invoices."""
+    # red-letter amounts reduce the period whichever sign a device writes them with
+    amount = Decimal(summary.normal_amount) - abs(Decimal(summary.negative_amount))
+    tax = Decimal(summary.normal_tax) - abs(Decimal(summary.negative_tax))
+    return PlanTypeLine(invoice_type=summary.invoice_type, status=_STATUS_WORDS[status], invoice_count=count,
+                        amount=f"{amount:.2f}", tax=f"{tax:.2f}")
+
+
+def plan_device(device: RegisteredDevice, header: PeriodHeader, request: ClearRequest) -> PlanDevice:
+    """What a clear would do to one device, with the period's invoices per type.
+
+    Counts and amounts come from the device's period summaries (what would be reported), so a
+    preview costs one small read per device whatever the period holds; a backup proves the
+    invoices add up to those summaries (services/backup/pages.py).
+    """
+    info = header.info
+    decision = decide_after_precheck(info, request.period, tuple(request.invoice_types))
+    summaries = {s.invoice_type: s for s in header.summaries}
+    types = [t for t in info.types if not request.invoice_types or t in request.invoice_types]
+    lines = [_line(summaries[t], info.types[t], header.invoice_counts.get(t, 0)) for t in types if t in summaries]
     if isinstance(decision, Proceed):
         action, error = "clear", None
     elif isinstance(decision, AlreadyCleared):
@@ -43,7 +46,7 @@ def plan_device(device: RegisteredDevice, data: PeriodData, request: ClearReques
     else:
         action, error = "blocked", Error.of(decision.code, decision.message)
     return PlanDevice(device_id=device.device_id, family=device.family, action=action, types=lines,
-                      offline_pending=data.info.offline_pending, error=error)
+                      offline_pending=info.offline_pending, error=error)
 
 
 def blocked(device: RegisteredDevice, exc: ClearCardError) -> PlanDevice:
@@ -59,13 +62,13 @@ async def build_plan(
 
     async def one(device: RegisteredDevice) -> None:
         try:
-            data = await ports.gateway(device.gateway_id, "read_period", PeriodCommand(
+            header = await ports.gateway(device.gateway_id, "read_period", PeriodCommand(
                 device_id=device.device_id, period=request.period,
-                invoice_types=list(request.invoice_types), request_id=request.request_id), PeriodData)
+                invoice_types=list(request.invoice_types), request_id=request.request_id), PeriodHeader)
         except ClearCardError as exc:
             plan[device.device_id] = blocked(device, exc)
             return
-        plan[device.device_id] = plan_device(device, data, request)
+        plan[device.device_id] = plan_device(device, header, request)
 
     async with trio.open_nursery() as nursery:
         for device in devices:

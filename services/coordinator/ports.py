@@ -40,7 +40,10 @@ class Ports:
     rpc: RpcClient
     gateway_deadline: float = 60.0
     service_deadline: float = 30.0
-    backup_deadline: float = 150.0  # the backup service itself waits up to 120 s for a device read
+    # a backup streams the whole period page by page, so it takes as long as the period is big;
+    # the backup service bounds each page itself (services/backup/pages.py). Under RabbitMQ's
+    # 30-minute consumer timeout, which would take the unacknowledged command back.
+    backup_deadline: float = 900.0
     retry: RetryPolicy = DEFAULT_RETRY
 
     async def _call(self, routing_key: str, request: BaseModel, reply: type[R], deadline: float,
@@ -63,8 +66,13 @@ class Ports:
             delay = min(delay * self.retry.factor, self.retry.max_delay)
         raise AssertionError("unreachable")
 
-    async def gateway(self, gateway_id: str, op: str, request: BaseModel, reply: type[R]) -> R:
-        """A device command through the gateway that owns the device."""
+    async def gateway(self, gateway_id: str | None, op: str, request: BaseModel, reply: type[R]) -> R:
+        """A device command through the gateway that owns the device (None: no gateway has seen it)."""
+        if gateway_id is None:
+            device = getattr(request, "device_id", "the device")
+            raise ClearCardError(ErrorCode.DEVICE_OFFLINE,
+                                 f"Device {device} is enrolled but no gateway has found it yet: plug it in "
+                                 "at a gateway (a branch host or a USB-sharing cabinet).")
         return await self._call(gateway_routing_key(gateway_id, op), request, reply,
                                 self.gateway_deadline, ErrorCode.TIMEOUT, "The device gateway")
 

@@ -30,7 +30,7 @@ class RegisteredDevice:
     device_id: str
     branch_id: str
     family: str
-    gateway_id: str
+    gateway_id: str | None  # None: enrolled, but no gateway has seen the device yet
     taxpayer_id: str
     machine_no: int
 
@@ -49,12 +49,14 @@ class Work:
     trace_id: str
     traceparent: str | None
     branch_id: str
-    gateway_id: str
+    gateway_id: str | None  # None: no gateway has seen the device yet
     family: str
     taxpayer_id: str
     machine_no: int
     cancelled: bool = False
     writeback_started: bool = False
+    # False when the device was retired after the request was accepted: its `devices` row is gone
+    in_service: bool = True
     lease_owner: str | None = None  # who holds the lease, and with which fencing number (leases.py)
     lease_epoch: int = 0
 
@@ -119,8 +121,9 @@ async def accept_request(
 
 WORK_COLUMNS = (
     "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
-    " r.traceparent, r.branch_id, v.gateway_id, v.family, v.taxpayer_id, v.machine_no, r.cancelled,"
-    " d.writeback_started, d.lease_owner, d.lease_epoch"
+    " r.traceparent, r.branch_id, v.gateway_id, coalesce(v.family, '') AS family,"
+    " coalesce(v.taxpayer_id, '') AS taxpayer_id, coalesce(v.machine_no, 0) AS machine_no, r.cancelled,"
+    " d.writeback_started, v.device_id IS NOT NULL AS in_service, d.lease_owner, d.lease_epoch"
 )
 
 
@@ -134,7 +137,7 @@ def work_of(row: asyncpg.Record) -> Work:
 async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
     rows = await conn.fetch(
         f"SELECT {WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
-        " JOIN devices v ON v.device_id = d.device_id"
+        " LEFT JOIN devices v ON v.device_id = d.device_id"
         " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
     return [work_of(r) for r in rows]
 
@@ -184,8 +187,9 @@ async def cancel_request(conn: asyncpg.Connection, request_id: str) -> tuple[boo
 async def finish_device(
     conn: asyncpg.Connection, work: Work, outcome: str, error_code: str | None,
     error_message: str | None,
-) -> list[asyncpg.Record] | None:
-    """Record a device's outcome (fenced); returns every device row if that completed the request."""
+) -> tuple[bool, list[asyncpg.Record] | None]:
+    """Record a device's outcome (fenced): (whether this call recorded it, every device row if that
+    completed the request). Raises LeaseLost when another driver holds (or finished) it."""
     updated = await conn.fetchrow(
         "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
         " updated_at = now(), lease_owner = NULL, lease_until = NULL"
@@ -200,13 +204,13 @@ async def finish_device(
     request = await conn.fetchrow(
         "SELECT status FROM clear_requests WHERE request_id = $1 FOR UPDATE", work.request_id)
     if request is None or request["status"] != "running":
-        return None
+        return True, None
     rows = await conn.fetch(
         "SELECT device_id, outcome, error_code, error_message, backup_id FROM device_clears"
         " WHERE request_id = $1 ORDER BY device_id", work.request_id)
     if any(r["outcome"] is None for r in rows):
-        return None
-    return rows
+        return True, None
+    return True, rows
 
 
 async def mark_finished(conn: asyncpg.Connection, request_id: str, event: dict[str, Any]) -> None:

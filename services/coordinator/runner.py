@@ -12,6 +12,7 @@ again with backoff, a step interrupted by an outage runs again (every step is id
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +23,13 @@ import structlog
 import trio
 from opentelemetry.trace import SpanKind
 
-from services.coordinator import leases, outbox
+from services.coordinator import bureau_view, leases, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
-from shared import telemetry
+from shared import metrics, telemetry
 from shared.bus.api import Bus
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
@@ -170,7 +171,8 @@ class Runner:
     async def drive(self, work: repo.Work) -> None:
         """Take one device from its persisted step to an outcome (unless its lease is lost)."""
         key = (work.request_id, work.device_id)
-        scope = self._driving[key].scope
+        # started by `start`, or driven directly by a caller that claimed it (tests, tools)
+        scope = self._driving.setdefault(key, _Held(work.lease_epoch, trio.CancelScope(), trio.current_time())).scope
         try:
             with scope:
                 await self._drive_within_limits(work)
@@ -182,7 +184,7 @@ class Runner:
 
     async def _drive_within_limits(self, work: repo.Work) -> None:
         async with (self._slots,
-                    self._limiter(self._gateways, work.gateway_id, self.config.per_gateway),
+                    self._limiter(self._gateways, work.gateway_id or "", self.config.per_gateway),
                     self._limiter(self._branches, work.branch_id, self.config.per_branch)):
             parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
             with telemetry.tracer(SERVICE).start_as_current_span(
@@ -194,6 +196,10 @@ class Runner:
                 await self._drive(work)
 
     async def _drive(self, work: repo.Work) -> None:
+        if not work.in_service:  # retired after the request was accepted
+            await self._finish(work, Outcome.FAILED, Error.of(
+                ErrorCode.UNKNOWN_DEVICE, f"Device {work.device_id} was retired before its clear ran."))
+            return
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
         cancelled = work.cancelled
@@ -209,7 +215,7 @@ class Runner:
                     return
                 await self._while_leased((work.request_id, work.device_id))
                 try:
-                    result = await STEP_EFFECTS[step](self._ports, work, state)
+                    result = await self._step(step, work, state)
                 except OUTAGE_ERRORS as exc:  # the broker, or a service's database: run the step again
                     log.warning("step interrupted by an outage; trying again", step=step.value, error=describe(exc))
                     await trio.sleep(next(waits))
@@ -233,11 +239,21 @@ class Runner:
         else:
             await self._finish(work, Outcome.CLEARED, None)
 
+    async def _step(self, step: Step, work: repo.Work, state: dict[str, Any]) -> Any:
+        """One step's effect, timed (`clearcard_step_duration_seconds`) however it ends."""
+        started = time.perf_counter()
+        try:
+            return await STEP_EFFECTS[step](self._ports, work, state)
+        finally:
+            metrics.STEP_DURATION.labels(step.value).observe(time.perf_counter() - started)
+
     async def _save(self, work: repo.Work, step: Step, state: dict[str, Any], backup_id: str | None) -> bool:
         messages = progress_messages(work, step)
 
         async def unit(conn: asyncpg.Connection) -> bool:
             cancelled = await repo.save_step(conn, work, step.value, state, backup_id, self.config.lease_seconds)
+            if step is Step.DECLARATION_CHECKED:
+                await bureau_view.record_state(conn, work.device_id, work.period, state)
             await outbox.stage(conn, work.request_id, messages)
             return cancelled
 
@@ -256,12 +272,13 @@ class Runner:
             outcome=outcome.value, error_code=error.code if error else None,
             detail={"failed_at": step.value} if error and step else {})
 
-        async def unit(conn: asyncpg.Connection) -> None:
-            rows = await repo.finish_device(conn, work, outcome.value, error.code if error else None,
-                                            error.message if error else None)
+        async def unit(conn: asyncpg.Connection) -> bool:
+            recorded, rows = await repo.finish_device(conn, work, outcome.value, error.code if error else None,
+                                                      error.message if error else None)
+            await bureau_view.record_refusal(conn, work.device_id, work.period, error.code if error else None)
             if rows is None:
                 await outbox.stage(conn, work.request_id, [device_audit])
-                return
+                return recorded
             event = finished_event(work.request_id, work.trace_id, rows)
             await repo.mark_finished(conn, work.request_id, event.model_dump(mode="json"))
             request = await repo.find_request(conn, work.request_id)
@@ -275,8 +292,11 @@ class Runner:
                 *outbox.event(event, message_id=f"event:clear.finished:{work.request_id}", reply_to=request["reply_to"],
                               correlation_id=request["correlation_id"]),
             ])
+            return recorded
 
-        await until_available("record an outcome", self._db.run, unit)
+        if await until_available("record an outcome", self._db.run, unit):
+            metrics.DEVICE_CLEARS.labels(outcome.value, error.code if error else "").inc()
+            metrics.flushed_soon()
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
 

@@ -1,13 +1,17 @@
 """The monthly scheduler (leader only): opens each period's window, retries transient failures
-every `retry_every` until the lock date, and escalates devices nearing their lock date.
+every `retry_every` until the lock date, escalates devices nearing their lock date (a warning,
+then a critical alarm, at the thresholds of shared/deadlines.py that also colour the console)
+and warns once about each abandoned device.
 
-It never retries a wrong PIN, a failed comparison or a locked device: those need a person.
+It never retries a wrong PIN, a failed comparison or a locked device: those need a person. A
+pending comparison is not retried here but by the bureau watch (bureau_watch.py), scheduler or
+not, once the bureau has finished comparing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 import asyncpg
 import structlog
@@ -19,8 +23,10 @@ from services.coordinator.config import CoordinatorConfig
 from services.coordinator.runner import Runner
 from shared import telemetry
 from shared.db import Database
+from shared.deadlines import DEFAULT as DEFAULT_THRESHOLDS
+from shared.deadlines import Thresholds
 from shared.errors import ErrorCode
-from shared.messages.fleet import LockWarning
+from shared.messages.fleet import DeviceAbandoned, LockWarning
 from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.scheduler")
@@ -35,22 +41,14 @@ def window_open(now: datetime) -> bool:
     return now.day > 1 or now.time() >= OPENS_AT
 
 
-def warning_level(lock_date: date, today: date, warn_days: int) -> str | None:
-    days = (lock_date - today).days
-    if days <= 2:
-        return "critical"
-    if days <= warn_days:
-        return "warning"
-    return None
-
-
 class Scheduler:
     def __init__(self, db: Database, runner: Runner, clock: Clock, config: CoordinatorConfig, *,
-                 on_staged: Callable[[], None] = lambda: None) -> None:
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS, on_staged: Callable[[], None] = lambda: None) -> None:
         self._db = db
         self._runner = runner
         self._clock = clock
         self._config = config
+        self._thresholds = thresholds
         self._on_staged = on_staged
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -74,6 +72,7 @@ class Scheduler:
             started.append(fleet_id)
             self._runner.poke()
         await self._db.run(self._escalate, period, now.date())
+        await self._db.run(self._abandoned, period, now.date())
         self._on_staged()
         return started
 
@@ -121,14 +120,18 @@ class Scheduler:
         return [d for d in devices if d.open_period == period and (d.lock_date is None or d.lock_date >= today)]
 
     async def _escalate(self, conn: asyncpg.Connection, period: str, today: date) -> None:
-        """A lock warning per device, level and lock date (stable ids: staged once)."""
+        """A lock warning per device, level and lock date (stable ids: staged once).
+
+        Only devices still holding a closed period and not locked yet: after its lock date a
+        device is locked (its clears fail DEVICE_LOCKED) and no longer nears anything.
+        """
         rows = await conn.fetch(
             "SELECT device_id, branch_id, lock_date, last_result FROM devices"
-            " WHERE open_period <= $1 AND lock_date IS NOT NULL AND lock_date <= $2::date + $3::int",
-            period, today, self._config.warn_days)
+            " WHERE open_period <= $1 AND lock_date BETWEEN $2::date AND $2::date + $3::int",
+            period, today, self._thresholds.warning_days)
         trace_id = telemetry.current_trace_id()
         for r in rows:
-            level = warning_level(r["lock_date"], today, self._config.warn_days)
+            level = self._thresholds.level((r["lock_date"] - today).days)
             if level is None:
                 continue
             event = LockWarning(request_id=f"lock-{r['device_id']}", trace_id=trace_id, device_id=r["device_id"],
@@ -137,3 +140,23 @@ class Scheduler:
                                 last_result=r["last_result"])
             await outbox.stage(conn, f"lock-{r['device_id']}", outbox.event(
                 event, message_id=f"event:lockwarn:{r['device_id']}:{r['lock_date']}:{level}"))
+
+    async def _abandoned(self, conn: asyncpg.Connection, period: str, today: date) -> None:
+        """One `device.abandoned` warning per device and last report (stable ids: staged once)."""
+        limit = today - timedelta(days=self._thresholds.abandoned_days)
+        rows = await conn.fetch(
+            "SELECT device_id, branch_id, open_period, lock_date, latest_report_date FROM devices"
+            " WHERE open_period < $1"
+            " AND coalesce(latest_report_date, to_date(open_period || '-01', 'YYYY-MM-DD')) < $2",
+            period, limit)
+        trace_id = telemetry.current_trace_id()
+        for r in rows:
+            last = self._thresholds.last_report(r["latest_report_date"], r["open_period"])
+            if last is None or not self._thresholds.abandoned(r["latest_report_date"], r["open_period"], today):
+                continue
+            event = DeviceAbandoned(request_id=f"abandoned-{r['device_id']}", trace_id=trace_id,
+                                    device_id=r["device_id"], branch_id=r["branch_id"], open_period=r["open_period"],
+                                    last_report=last.isoformat(), days_since=(today - last).days,
+                                    lock_date=r["lock_date"].isoformat() if r["lock_date"] else None)
+            await outbox.stage(conn, f"abandoned-{r['device_id']}", outbox.event(
+                event, message_id=f"event:abandoned:{r['device_id']}:{last.isoformat()}"))

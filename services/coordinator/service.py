@@ -6,6 +6,7 @@ from __future__ import annotations
 import trio
 
 from services.auth.tokens import KeyRing
+from services.coordinator.bureau_watch import BureauWatch
 from services.coordinator.clock import clock_for
 from services.coordinator.commands import Commands
 from services.coordinator.config import CoordinatorConfig
@@ -43,11 +44,14 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
         keys = KeyRing(settings.keys_dir)
         intake = Intake(bus, db, keys, ports, runner, on_staged=relay.wake)
         commands = Commands(db, keys, runner, clock_for(settings), on_staged=relay.wake)
-        scheduler = Scheduler(db, runner, clock_for(settings), config, on_staged=relay.wake)
+        clock = clock_for(settings)
+        scheduler = Scheduler(db, runner, clock, config, thresholds=settings.thresholds, on_staged=relay.wake)
+        watch = BureauWatch(db, ports, clock, config, poke=runner.poke, on_staged=relay.wake)
 
         async def duties() -> None:
             async with trio.open_nursery() as leader:
                 leader.start_soon(relay.run)
+                leader.start_soon(watch.run)  # the bureau's view and pending comparisons, scheduler or not
                 if config.scheduler:
                     leader.start_soon(scheduler.run)
 

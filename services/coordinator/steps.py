@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.coordinator.bureau_view import view_of
 from services.coordinator.machine import (
     AlreadyCleared,
     Proceed,
@@ -98,7 +99,12 @@ async def report(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
 
 
 async def check_declaration(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
-    """The return must be filed and the comparison passed before the bureau issues a package."""
+    """The return must be filed and the comparison passed before the bureau issues a package.
+
+    A pending comparison is not a failure of the return: the clear ends COMPARISON_PENDING and
+    the coordinator's leader asks the bureau again on its schedule and resumes the clear once
+    the comparison is done (bureau_watch.py).
+    """
     status = await ports.authority("declaration_status", DeclarationQuery(
         taxpayer_id=work.taxpayer_id, period=work.period, device_id=work.device_id),
         DeclarationStatus)
@@ -107,9 +113,17 @@ async def check_declaration(ports: Ports, work: Work, state: dict[str, Any]) -> 
     if status.comparison == "fail":
         raise ClearCardError(ErrorCode.COMPARISON_FAILED)
     if status.comparison != "pass":
-        raise ClearCardError(ErrorCode.COMPARISON_FAILED,
-                             "The bureau has not finished comparing the return with the reported invoices.")
-    return StepResult(state)
+        raise ClearCardError(ErrorCode.COMPARISON_PENDING, pending_message(work.period))
+    filing, comparison = view_of(status)
+    return StepResult({**state, "bureau": {"filing": filing, "comparison": comparison}})
+
+
+def pending_message(period: str) -> str:
+    """What a device waiting for the bureau's comparison tells a person."""
+    return (f"Awaiting the bureau's comparison (一窗式比对) of the {period} return with the reported "
+            "invoices: the return is filed and the summary reported. ClearCard asks the bureau again "
+            "on its schedule and finishes the clear by itself once the comparison passes; nothing is "
+            "needed from you unless it fails.")
 
 
 async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:

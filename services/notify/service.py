@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 import trio
 
 from services.notify import store
-from services.notify.notices import Notice, failure_notices, lock_notice
-from services.notify.senders import SendFailed, SmtpConfig, post_webhook, send_email
+from services.notify.notices import Notice, abandoned_notice, failure_notices, lock_notice, summary_notice
+from services.notify.secrets import SecretVault
+from services.notify.senders import SendFailed, SmtpConfig, endpoint_label, post_webhook, send_email
+from shared import metrics
 from shared.bus.api import Bus, Delivery, Reject, RetryLater
 from shared.bus.middleware import traced
 from shared.bus.topology import NOTIFY, topology_for
@@ -21,14 +25,26 @@ from shared.db import Database
 
 SERVICE = "notify"
 log = structlog.get_logger("clearcard.notify")
-NOTIFY_QUEUE = NOTIFY
+NOTIFY_QUEUE = NOTIFY  # named in shared/bus/topology.py with every other queue
 
 
-def smtp_from_env() -> SmtpConfig:
-    """CLEARCARD_SMTP = host:port (default 127.0.0.1:25), CLEARCARD_SMTP_FROM = sender address."""
-    host, _, port = (os.environ.get("CLEARCARD_SMTP") or "127.0.0.1:25").rpartition(":")
-    return SmtpConfig(host=host or "127.0.0.1", port=int(port or 25),
-                      sender=os.environ.get("CLEARCARD_SMTP_FROM") or "clearcard@localhost")
+def smtp_from_env(environ: Mapping[str, str] | None = None) -> SmtpConfig:
+    """CLEARCARD_SMTP (host:port), _FROM, _TLS (none|starttls|tls), _USER, _PASSWORD(_FILE), _CA_FILE."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(f"CLEARCARD_SMTP{name}", "").strip() or None
+
+    host, _, port = (get("") or "127.0.0.1:25").rpartition(":")
+    password = get("_PASSWORD")
+    if password is None and (path := get("_PASSWORD_FILE")):
+        password = Path(path).read_text(encoding="utf-8").strip()
+    user = get("_USER")
+    tls = get("_TLS") or ("starttls" if user else "none")
+    if tls not in ("none", "starttls", "tls"):
+        raise ValueError(f"CLEARCARD_SMTP_TLS must be none, starttls or tls, got {tls!r}")
+    return SmtpConfig(host=host or "127.0.0.1", port=int(port or 25), sender=get("_FROM") or "clearcard@localhost",
+                      tls=tls, username=user, password=password, ca_file=get("_CA_FILE"))  # type: ignore[arg-type]
 
 
 def claim_timeout_from_env() -> float:
@@ -41,6 +57,7 @@ def claim_timeout_from_env() -> float:
 class Notifier:
     db: Database
     smtp: SmtpConfig
+    vault: SecretVault | None = None
     claim_timeout: float = store.CLAIM_TIMEOUT
 
     async def handle(self, delivery: Delivery) -> None:
@@ -51,49 +68,63 @@ class Notifier:
             raise Reject("event is not JSON") from None
         if not isinstance(event, dict):
             raise Reject("event is not a JSON object")
-        kind = event.get("event")
-        if kind == "clear.finished" and event.get("status") != "succeeded":
-            request = await self.db.fetch("SELECT branch_id FROM clear_requests WHERE request_id = $1",
-                                          event.get("request_id"))
-            if not request:
-                return
-            notices = failure_notices(event, request[0]["branch_id"])
-        elif kind == "device.lock_warning":
-            notices = [lock_notice(event)]
-        else:
-            return
-        for notice in notices:
+        for notice in await self.notices(event):
             await self.deliver(notice)
 
+    async def notices(self, event: dict[str, object]) -> list[Notice]:
+        """What an event tells whom (events of other kinds tell nothing)."""
+        kind = event.get("event")
+        if kind == "clear.finished":
+            request = await self.db.fetch("SELECT branch_id, period FROM clear_requests WHERE request_id = $1",
+                                          event.get("request_id"))
+            if not request:
+                return []
+            branch_id, period = request[0]["branch_id"], request[0]["period"]
+            summaries = await self.db.run(store.summaries_for, branch_id)
+            summary = summary_notice(event, branch_id, period, summaries)  # type: ignore[arg-type]
+            return ([summary] if summary else []) + failure_notices(event, branch_id, summaries)  # type: ignore[arg-type]
+        if kind == "device.lock_warning":
+            return [lock_notice(event)]
+        if kind == "device.abandoned":
+            return [abandoned_notice(event)]
+        return []
+
     async def deliver(self, notice: Notice) -> None:
-        """Send a notice to every contact of its branch, each once.
+        """Send a notice to every contact of its branch on its channels, each once.
 
         A contact whose notification another sender claimed moments ago (or whose server is
         down) is asked again later: the event comes back (RetryLater) once the others went out.
         """
         later: list[str] = []
         for contact in await self.db.run(store.contacts_for, notice.branch_id):
+            if contact.kind not in notice.channels:
+                continue
             key = f"{notice.key}:{contact.kind}:{contact.address}"
             claim = await self.db.run(store.claim, key, contact, notice.subject, self.claim_timeout)
             if claim is store.Claim.SENT:
                 continue
             if claim is store.Claim.BUSY:
-                later.append(f"{key} is being sent by another sender")
+                later.append(f"{notice.key} by {contact.kind} is being sent by another sender")
                 continue
             try:
                 if contact.kind == "email":
                     await send_email(self.smtp, contact.address, notice.subject, notice.text,
                                      message_id=idempotency_key(key))
                 else:
+                    secret = self.vault.unseal(contact.secret_cipher) if self.vault else None
                     await post_webhook(contact.address, {**notice.payload, "subject": notice.subject,
-                                                         "text": notice.text},
+                                                         "text": notice.text}, secret,
                                        idempotency_key=idempotency_key(key))
             except SendFailed as exc:
+                metrics.NOTIFICATIONS.labels(contact.kind, "failed").inc()
                 await self.db.run(store.release, key)
                 later.append(str(exc))
                 continue
+            metrics.NOTIFICATIONS.labels(contact.kind, "sent").inc()
             await self.db.run(store.sent, key)
-            log.info("notification sent", key=key)
+            # never the address or URL itself: webhook URLs often carry tokens
+            log.info("notification sent", notice=notice.key, channel=contact.kind,
+                     endpoint=endpoint_label(contact.address))
         if later:
             raise RetryLater("; ".join(later)[:500])
 
@@ -107,6 +138,7 @@ async def run_notify(bus: Bus, db: Database, settings: Settings, *, smtp: SmtpCo
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Consume clear events and notify branch contacts until cancelled."""
     await bus.declare(topology_for(NOTIFY_QUEUE))
-    notifier = Notifier(db, smtp or smtp_from_env(), claim_timeout_from_env())
+    vault = await trio.to_thread.run_sync(SecretVault.open, settings.keys_dir)
+    notifier = Notifier(db, smtp or smtp_from_env(), vault, claim_timeout_from_env())
     await bus.consume(NOTIFY_QUEUE.name, traced(SERVICE, NOTIFY_QUEUE.name, notifier.handle),
                       prefetch=8, task_status=task_status)

@@ -1,12 +1,13 @@
-"""Branch contacts and the sent-notification ledger (asyncio-flavoured, run through Database.run)."""
+"""Branch contacts, their preferences and the sent-notification ledger (asyncio-flavoured)."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
+SUMMARY_CHOICES = ("all", "problems", "none")
 # seconds after which a claim not marked sent is taken to be a dead sender's: well beyond the
 # senders' own timeouts (10 s per SMTP or webhook call)
 CLAIM_TIMEOUT = 300.0
@@ -17,18 +18,55 @@ class Contact:
     branch_id: str
     kind: str  # email | webhook
     address: str
+    secret_cipher: bytes | None = field(default=None, repr=False)  # webhooks: the signing secret, sealed
 
 
-async def set_contacts(conn: asyncpg.Connection, branch_id: str, contacts: list[tuple[str, str]]) -> None:
-    """Replace a branch's contacts with `contacts` [(kind, address)]; '*' is every branch."""
+async def set_contacts(conn: asyncpg.Connection, branch_id: str, contacts: list[tuple[str, str]],
+                       new_secrets: dict[str, bytes] | None = None) -> list[str]:
+    """Replace a branch's contacts with `contacts` [(kind, address)]; '*' is every branch.
+
+    A webhook kept from before keeps its secret; a new one takes its sealed secret from
+    `new_secrets` (by URL). Returns the webhook URLs given a new secret.
+    """
+    old = {r["address"]: r["secret_cipher"] for r in await conn.fetch(
+        "SELECT address, secret_cipher FROM branch_contacts WHERE branch_id = $1 AND kind = 'webhook'", branch_id)}
     await conn.execute("DELETE FROM branch_contacts WHERE branch_id = $1", branch_id)
-    await conn.executemany("INSERT INTO branch_contacts (branch_id, kind, address) VALUES ($1, $2, $3)",
-                           [(branch_id, kind, address) for kind, address in contacts])
+    rows, added = [], []
+    for kind, address in contacts:
+        cipher = None
+        if kind == "webhook":
+            cipher = old.get(address)
+            if cipher is None:  # new, or kept from before secrets existed: it gets one now
+                cipher = (new_secrets or {}).get(address)
+                added.append(address)
+        rows.append((branch_id, kind, address, cipher))
+    await conn.executemany(
+        "INSERT INTO branch_contacts (branch_id, kind, address, secret_cipher) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING", rows)
+    return added
+
+
+async def set_summaries(conn: asyncpg.Connection, branch_id: str, summaries: str) -> None:
+    """Whether the branch is sent a summary of every request, only of problems, or none."""
+    if summaries not in SUMMARY_CHOICES:
+        raise ValueError(f"summaries must be one of {', '.join(SUMMARY_CHOICES)}")
+    await conn.execute(
+        "INSERT INTO branch_notify_settings (branch_id, summaries) VALUES ($1, $2)"
+        " ON CONFLICT (branch_id) DO UPDATE SET summaries = excluded.summaries, updated_at = now()",
+        branch_id, summaries)
+
+
+async def summaries_for(conn: asyncpg.Connection, branch_id: str) -> str:
+    """The branch's own choice, else the '*' default, else every request ('all')."""
+    value = await conn.fetchval(
+        "SELECT summaries FROM branch_notify_settings WHERE branch_id = $1 OR branch_id = '*'"
+        " ORDER BY branch_id = '*' LIMIT 1", branch_id)
+    return str(value or "all")
 
 
 async def contacts_for(conn: asyncpg.Connection, branch_id: str) -> list[Contact]:
     rows = await conn.fetch(
-        "SELECT branch_id, kind, address FROM branch_contacts WHERE branch_id = $1 OR branch_id = '*'"
+        "SELECT branch_id, kind, address, secret_cipher FROM branch_contacts WHERE branch_id = $1 OR branch_id = '*'"
         " ORDER BY kind, address", branch_id)
     return [Contact(**dict(r)) for r in rows]
 

@@ -300,3 +300,7 @@ class MemoryBus:
                 if retry_queue.name == queue:
                     return len(retry_queue.parked)
         return self._queues[queue].depth()
+
+    async def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each existing queue (as RabbitBus.queue_depths)."""
+        return {name: self._queues[name].depth() for name in queues if name in self._queues}

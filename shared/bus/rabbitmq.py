@@ -44,7 +44,7 @@ import trio
 from shared.bus import rabbit_queues as rq
 from shared.bus.api import BusError, Delivery, Handler
 from shared.bus.middleware import publish_span, run_handler
-from shared.bus.rabbit_link import Link, open_link, open_nursery
+from shared.bus.rabbit_link import Channel, Link, open_link, open_nursery
 from shared.bus.retry import Settlement, Verdict, dead_headers, retry_headers
 from shared.bus.topology import DEAD_LETTERS, DEFAULT, QueueSpec, Topology
 
@@ -197,6 +197,25 @@ class RabbitBus:
                 await confirmed.wait()
             finally:
                 publisher.forget(tag)
+
+    async def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages ready in each existing queue (a passive declare per queue; missing ones left out)."""
+        link = self._current_link()
+        depths: dict[str, int] = {}
+        channel: Channel | None = None
+        try:
+            for name in queues:
+                if channel is None or not channel.is_open:
+                    channel = await link.open_channel()
+                try:
+                    frame = await channel.call(channel.pika.queue_declare, name, passive=True)
+                except BusError:
+                    continue  # 404: the queue does not exist (its channel is closed; the next opens anew)
+                depths[name] = int(frame.method.message_count)
+        finally:
+            if channel is not None:
+                channel.close()
+        return depths
 
     async def consume(
         self,

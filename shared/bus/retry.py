@@ -123,17 +123,24 @@ def _broker_free(headers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _route(delivery: Delivery) -> dict[str, Any]:
-    exchange, routing_key = original_route(delivery.headers, delivery.exchange, delivery.routing_key)
-    return {EXCHANGE: exchange, ROUTING_KEY: routing_key}
+    """Where the delivery was first published (transports have restored it already)."""
+    return {EXCHANGE: delivery.exchange, ROUTING_KEY: delivery.routing_key}
 
 
 def original_route(headers: Mapping[str, Any], exchange: str, routing_key: str) -> tuple[str, str]:
-    """(exchange, routing key) the message was first published with."""
+    """(exchange, routing key) the message was first published with.
+
+    A message back from a retry queue, or replayed, arrives through the default exchange under
+    its queue's name; its first route is in its headers. Anything else arrived as published (a
+    dead letter keeps the dead-letter exchange's route).
+    """
     def text(value: Any, default: str) -> str:
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         return value if isinstance(value, str) else default
 
+    if exchange != "":
+        return exchange, routing_key
     return text(headers.get(EXCHANGE), exchange), text(headers.get(ROUTING_KEY), routing_key)
 
 

@@ -18,6 +18,7 @@ import structlog
 import trio
 from pydantic import BaseModel
 
+from shared import metrics
 from shared.bus.api import Bus, Delivery, Handler
 from shared.bus.middleware import traced
 from shared.bus.topology import DEFAULT
@@ -79,6 +80,7 @@ class RpcClient:
     ) -> R:
         """Send one command and return its decoded result; a refusal raises ClearCardError."""
         correlation_id = uuid.uuid4().hex
+        metrics.RPC_CALLS.labels(routing_key.rsplit(".", 1)[-1]).inc()
         send, receive = trio.open_memory_channel[Reply](1)
         self._pending[correlation_id] = send
         try:
@@ -111,6 +113,9 @@ class Operation:
 
     request_model: type[BaseModel]
     run: Callable[[Any], Awaitable[BaseModel]]
+    # False for plain reads: running one again changes nothing, and remembering thousands of
+    # large answers (a period's pages) would hold the period in memory after all
+    remember: bool = True
 
 
 # How many answered commands a server remembers, to answer a redelivery without running it again.
@@ -125,21 +130,24 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
     twice would replace the challenge the caller's package is bound to. Every call has a fresh
     message id, so a caller's own retry is never mistaken for a redelivery.
     """
-    answered: OrderedDict[str, Reply] = OrderedDict()
+    answered: OrderedDict[str, bytes] = OrderedDict()  # encoded: far smaller than the Reply objects
     running: dict[str, trio.Event] = {}
 
     async def handle(delivery: Delivery) -> None:
         key = delivery.message_id
         while key and key in running:
             await running[key].wait()
-        reply = answered.get(key) if key else None
-        if reply is None:
+        body = answered.get(key) if key else None
+        if body is None:
             if key:
                 running[key] = trio.Event()
             try:
                 reply = await _answer(delivery)
-                if key and not reply.outage:  # an outage answer is not the command's answer
-                    answered[key] = reply
+                body = encode(reply)
+                op = operations.get(delivery.routing_key.rsplit(".", 1)[-1])
+                # an outage answer is not the command's answer: a redelivery runs it again
+                if key and not reply.outage and (op is None or op.remember):
+                    answered[key] = body
                     if len(answered) > ANSWERED_MEMORY:
                         answered.popitem(last=False)
             finally:
@@ -149,7 +157,7 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
             await bus.publish(
                 DEFAULT,
                 delivery.reply_to,
-                encode(reply),
+                body,
                 correlation_id=delivery.correlation_id,
                 message_id=uuid.uuid4().hex,
             )

@@ -154,7 +154,8 @@ AUDIT = service_queue("audit", "audit.*")
 # fleet operations and cancellations (routing keys in shared/messages/fleet.py)
 COORDINATOR_COMMANDS = service_queue("coordinator.commands", FLEET_CLEAR, CLEAR_CANCEL)
 # the notify service follows public events
-NOTIFY = QueueSpec(name="clearcard.notify", bindings=((EVENTS, "clear.finished"), (EVENTS, "device.lock_warning")))
+NOTIFY = QueueSpec(name="clearcard.notify", bindings=((EVENTS, "clear.finished"), (EVENTS, "device.lock_warning"),
+                                                     (EVENTS, "device.abandoned")))
 
 
 def gateway_routing_key(gateway_id: str, op: str) -> str:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from shared.messages.base import DeviceId, FromOutside, Frozen, Period
 from shared.messages.device import Invoice, TypeSummary, WritebackPackage
+
+MAX_BATCH = 200  # devices per batched status query: well under the 64 KiB message limit
 
 
 class OfflineInvoicesUpload(Frozen):
@@ -42,6 +46,23 @@ class DeclarationQuery(Frozen):
 class DeclarationStatus(FromOutside):
     declared: bool
     comparison: Literal["pass", "fail", "pending"]
+
+
+class DeclarationBatchQuery(Frozen):
+    """`declaration_statuses`: filing and comparison of many devices at once (scheduled refresh)."""
+
+    queries: list[DeclarationQuery] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class DeclarationItem(Frozen):
+    device_id: DeviceId
+    period: Period
+    declared: bool
+    comparison: Literal["pass", "fail", "pending"]
+
+
+class DeclarationBatch(FromOutside):
+    statuses: list[DeclarationItem]
 
 
 class PackageRequest(Frozen):

@@ -6,9 +6,9 @@ arrival order. PINs never travel in messages: the gateway holds the PIN on recor
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from shared.messages.base import DeviceId, FromOutside, Frozen, InvoiceType, Period
 
@@ -57,13 +57,22 @@ class DeviceInfo(FromOutside):
     monitoring: Monitoring
 
 
+# Bounded fields keep a full page of invoices under the bus's 64 KiB message limit
+# (MAX_PAGE_INVOICES below; tests/shared/test_messages.py encodes the largest possible page).
+InvoiceCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,20}$")]
+Money = Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$")]
+Instant = Annotated[str, StringConstraints(pattern=r"^[0-9T:.+\-Z ]{10,35}$")]
+# Where the next page starts: the device's own token (printable ASCII), passed back unread.
+Cursor = Annotated[str, StringConstraints(pattern=r"^[ -~]{1,64}$")]
+
+
 class Invoice(FromOutside):
-    invoice_type: str
-    code: str  # 发票代码
-    number: str  # 发票号码
-    issued_at: str
-    amount: str  # yuan, decimal string
-    tax: str
+    invoice_type: InvoiceType
+    code: InvoiceCode  # 发票代码
+    number: InvoiceCode  # 发票号码
+    issued_at: Instant
+    amount: Money  # yuan, decimal string; negative for red-letter (negative) invoices
+    tax: Money
     kind: Literal["normal", "negative", "void"] = "normal"
     offline: bool = False
 
@@ -86,12 +95,38 @@ class TypeSummary(FromOutside):
     signature: str  # hex; the device's signature over the summary
 
 
-class PeriodData(FromOutside):
-    """Reply to `read_period`: everything a backup of the device's period holds."""
+class PeriodHeader(FromOutside):
+    """Reply to `read_period`: the device's period without its invoices (they come in pages).
+
+    `invoice_counts` is how many invoices each type holds in the period: the pages of
+    `read_invoices` must add up to exactly that.
+    """
 
     info: DeviceInfo
-    invoices: list[Invoice]
     summaries: list[TypeSummary]  # as they would be reported (not signed if not yet reported)
+    invoice_counts: dict[str, Annotated[int, Field(ge=0)]]
+
+
+# Invoices per `read_invoices` page: one device command each; a page stays one bus message.
+PAGE_INVOICES = 200
+MAX_PAGE_INVOICES = 200
+
+
+class InvoicePageCommand(DeviceCommand):
+    """`read_invoices`: one page of one type's invoices of a period, in (code, number) order."""
+
+    period: Period
+    invoice_type: InvoiceType
+    cursor: Cursor | None = None  # None: the first page
+    limit: int = Field(default=PAGE_INVOICES, ge=1, le=MAX_PAGE_INVOICES)
+
+
+class InvoicePage(FromOutside):
+    """Reply to `read_invoices`; `next_cursor` is None after the type's last page."""
+
+    invoice_type: str
+    invoices: list[Invoice] = Field(max_length=MAX_PAGE_INVOICES)
+    next_cursor: Cursor | None = None
 
 
 class OfflineUpload(FromOutside):

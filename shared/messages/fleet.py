@@ -66,3 +66,15 @@ class LockWarning(Event):
     days_left: int
     level: Literal["warning", "critical"]
     last_result: str | None = None
+
+
+class DeviceAbandoned(Event):
+    """A device not reported for longer than the abandonment threshold (~90 days, domain.md)."""
+
+    event: Literal["device.abandoned"] = "device.abandoned"
+    device_id: str
+    branch_id: str
+    open_period: str | None = None
+    last_report: str  # YYYY-MM-DD: its latest report, or when its open period's window opened
+    days_since: int
+    lock_date: str | None = None

@@ -11,7 +11,6 @@ from authority_fakes import Bureau
 from pydantic import BaseModel
 
 from services.authority_sim import inject_faults, issued_packages, run_authority_sim, set_declaration
-from services.authority_sim.rules import next_lock_date
 from shared.bus.memory import MemoryBus
 from shared.bus.topology import COMMANDS
 from shared.config import Settings
@@ -19,6 +18,8 @@ from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.authority import (
     Accepted,
+    DeclarationBatch,
+    DeclarationBatchQuery,
     DeclarationQuery,
     DeclarationStatus,
     OfflineInvoicesUpload,
@@ -27,6 +28,7 @@ from shared.messages.authority import (
     ReportSubmission,
 )
 from shared.messages.device import Invoice, TypeSummary
+from shared.tax_calendar import DEFAULT, load_calendar
 from shared.writeback_package import emulated_device_key, open_sealed
 
 R = TypeVar("R", bound=BaseModel)
@@ -198,6 +200,24 @@ async def test_the_clock_seed_survives_a_restart(database: Database, settings: S
 
 
 def test_next_lock_date_is_the_next_periods_lock_date() -> None:
-    assert next_lock_date("2026-10") == date(2026, 12, 15)
-    assert next_lock_date("2026-11") == date(2027, 1, 15)
-    assert next_lock_date("2026-12") == date(2027, 2, 15)
+    assert DEFAULT.next_lock_date("2026-10") == date(2026, 12, 15)
+    assert DEFAULT.next_lock_date("2026-11") == date(2027, 1, 15)
+    assert DEFAULT.next_lock_date("2026-12") == date(2027, 2, 15)
+    published = load_calendar("cn-2026")  # holidays and weekends move deadlines later
+    assert published.next_lock_date("2026-09") == date(2026, 11, 16)
+    assert published.next_lock_date("2026-12") == date(2027, 2, 15)  # 2027 not published: the 15th
+
+
+async def test_a_pending_comparison_waits_then_passes_and_many_devices_answer_at_once(
+        bureau: Bureau, database: Database) -> None:
+    await set_declaration(database, DISK, comparison="pending")  # by hand: pending until changed
+    await _report(bureau, DISK, "004")
+    assert await _status(bureau, DISK) == DeclarationStatus(declared=True, comparison="pending")
+    refused = await _refusal(bureau, "writeback_package", _package_request(DISK, "004"), PackageReply)
+    assert refused.code is ErrorCode.COMPARISON_PENDING
+    # seeded from a fleet file: `comparison_pending_minutes` after the report it passes by itself
+    await database.execute("UPDATE authority_taxpayers SET pending_minutes = 0 WHERE device_id = $1", DISK)
+    queries = [DeclarationQuery(device_id=d, taxpayer_id=TAXPAYERS[d], period="2026-10") for d in (DISK, UKEY, GOLDEN)]
+    batch = await _call(bureau, "declaration_statuses", DeclarationBatchQuery(queries=queries), DeclarationBatch)
+    assert [(s.device_id, s.declared, s.comparison) for s in batch.statuses] == [
+        (DISK, True, "pass"), (UKEY, False, "pending"), (GOLDEN, True, "pending")]  # golden: not reported yet

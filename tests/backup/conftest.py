@@ -16,7 +16,7 @@ from shared.bus.rpc import Operation, RpcClient, rpc_server
 from shared.bus.topology import gateway_queue, topology_for
 from shared.config import Settings
 from shared.db import Database
-from shared.messages.device import PeriodCommand
+from shared.messages.device import InvoicePageCommand, PeriodCommand
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ async def harness(database: Database, settings: Settings) -> AsyncIterator[Harne
     async with trio.open_nursery() as nursery:
         queue = gateway_queue(GATEWAY)
         await bus.declare(topology_for(queue))
-        handler = rpc_server(bus, {"read_period": Operation(PeriodCommand, gateway.read_period)})
+        handler = rpc_server(bus, {"read_period": Operation(PeriodCommand, gateway.read_period),
+                                   "read_invoices": Operation(InvoicePageCommand, gateway.read_invoices)})
         await nursery.start(partial(bus.consume, queue.name, handler))
         await nursery.start(run_backup, bus, database, settings)
         async with RpcClient.open(bus, "test") as rpc:

@@ -95,8 +95,8 @@ async def test_the_products_device_record_is_restored_without_the_pin(
 ) -> None:
     await database.execute(
         "INSERT INTO devices (device_id, family, taxpayer_id, branch_id, gateway_id, invoice_types,"
-        " type_status, lock_date, pin_cipher, last_seen) VALUES ($1, 'ukey', $2, 'wuhan-hankou', $3,"
-        " '{004,007}', '{\"004\": 0}', '2026-11-15', '\\xdeadbeef', now())",
+        " type_status, lock_date, last_seen) VALUES ($1, 'ukey', $2, 'wuhan-hankou', $3,"
+        " '{004,007}', '{\"004\": 0}', '2026-11-15', now())",
         DEVICE, TAXPAYER, GATEWAY,
     )
     taken = await _take(harness)

@@ -341,3 +341,13 @@ async def test_consistent_hash_exchange_keeps_one_key_on_one_queue(bus: Bus, nur
         seen.setdefault(key, set()).add(name)
     assert all(len(queues) == 1 for queues in seen.values())  # a key always lands on one shard
     assert len({q for queues in seen.values() for q in queues}) > 1  # keys spread over shards
+
+
+async def test_queue_depths_count_waiting_messages(bus: Bus) -> None:
+    """What the console's /metrics shows per queue; a queue that does not exist is left out."""
+    q = queue("depth", "depth.*")
+    await bus.declare(topology_for(q))
+    for n in range(3):
+        await bus.publish(COMMANDS, "depth.x", b"{}", message_id=f"d{n}")
+    depths = await bus.queue_depths([q.name, "test.no-such-queue", q.dead_letter_queue])  # type: ignore[attr-defined]
+    assert depths == {q.name: 3, q.dead_letter_queue: 0}

@@ -71,9 +71,10 @@ def test_a_parked_copy_keeps_its_route_and_first_failure_and_a_replay_starts_afr
     parked = retry_headers(first, "BusError: gone", NOW)
     assert parked == {"keep": 1, EXCHANGE: COMMANDS, ROUTING_KEY: "rules", RETRIES: 1,
                       FIRST_FAILURE: round(NOW * 1000), "x-clearcard-last-error": "BusError: gone"}
-    returned = Delivery("", "clearcard.rules", b"{}", headers=parked,
-                        attempt=attempt_of(parked, 0, SPEC, NOW + 5))
-    assert original_route(returned.headers, returned.exchange, returned.routing_key) == (COMMANDS, "rules")
+    # back through the default exchange under the queue's name: the transport restores the route
+    assert original_route(parked, "", "clearcard.rules") == (COMMANDS, "rules")
+    assert original_route(parked, "clearcard.dlx", "clearcard.rules") == ("clearcard.dlx", "clearcard.rules")
+    returned = Delivery(COMMANDS, "rules", b"{}", headers=parked, attempt=attempt_of(parked, 0, SPEC, NOW + 5))
     again = retry_headers(returned, "still", NOW + 5)
     assert again[RETRIES] == 2 and again[FIRST_FAILURE] == round(NOW * 1000) and again[ROUTING_KEY] == "rules"
     assert fresh_headers(again) == {"keep": 1, EXCHANGE: COMMANDS, ROUTING_KEY: "rules"}

@@ -46,3 +46,21 @@ async def test_manual_clear_in_the_browser(system: Console, tmp_path: Path) -> N
     assert shot.stat().st_size > 10_000
     if os.environ.get("CLEARCARD_UPDATE_SCREENSHOT") == "1":  # refresh the docs' picture on purpose only
         shutil.copyfile(shot, SCREENSHOT)
+
+
+async def test_device_registry_page_in_the_browser(system: Console) -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        missing("Chromium at /usr/bin/chromium", "apt-get update && apt-get install -y chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing("the playwright package", ".venv/bin/python -m pip install playwright")
+    with trio.fail_after(110):
+        command = [sys.executable, "-m", "tests.console.devices_driver", system.base_url]
+        done = await trio.run_process(command, stdin=system.token(Role.ADMIN).encode(), capture_stdout=True,
+                                      capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-4000:]
+    assert "retired" in json.loads(done.stdout)["message"]
+    rows = await system.db.fetch("SELECT retired_at, pin_revision FROM device_enrolments WHERE device_id = $1",
+                                 "661500000077")
+    assert rows[0]["retired_at"] is not None and rows[0]["pin_revision"] == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.auth.roles import Role
 from services.auth.tokens import KeyRing
@@ -163,6 +164,14 @@ async def test_manual_clear_over_http_with_live_events_timeline_and_metrics(syst
             assert [s for s in ("backed_up", "reported", "written_back", "verified") if s in steps] == [
                 "backed_up", "reported", "written_back", "verified"], steps
             assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in device["steps"])
+        after = (await http.get("/api/status")).json()["devices"]
+        assert all(d["filing"] in {"filed", "not_filed", "unknown"} and
+                   d["comparison"] in {"pass", "fail", "pending", "unknown"} for d in after)
+        # cleared: the open period is now November, not closed yet, so not due at the bureau
+        assert {(d["open_period"], d["filing"], d["bureau"]["due"]) for d in after} == {("2026-11", "not_filed", False)}
+        assert (await http.get("/api/status", params={"filing": "filed"})).json()["devices"] == []
+        assert len((await http.get("/api/status", params={"filing": "not_filed"})).json()["devices"]) == 2
+        assert (await http.get("/api/status", params={"comparison": "maybe"})).status_code == 422
         detail = (await http.get("/api/devices/661500000001")).json()
         assert detail["types"] == {"004": "cleared", "007": "cleared", "026": "cleared"}
         assert detail["monitoring"]["available"] is True and detail["monitoring"]["lock_date"] == detail["lock_date"]
@@ -179,9 +188,16 @@ async def test_manual_clear_over_http_with_live_events_timeline_and_metrics(syst
         assert len(lines) >= len(records)
     async with system.client(role=None) as http:
         text = (await http.get("/metrics")).text
-    assert 'clearcard_device_clears{error_code="",outcome="cleared"} 2.0' in text
-    assert "clearcard_devices{" in text and "clearcard_gateway_command_duration_seconds_bucket" in text
-    assert 'clearcard_queue_depth{queue="clearcard.audit"}' in text
+    samples = {(m.name, tuple(sorted(m.labels.items()))): m.value
+               for family in text_string_to_metric_families(text) for m in family.samples}
+    # counters are this test process's totals (every test clear counts): at least this clear's two
+    assert samples[("clearcard_device_clears_total", (("error_code", ""), ("outcome", "cleared")))] >= 2
+    for step in ("prechecked", "backed_up", "offline_uploaded", "reported", "declaration_checked",
+                 "written_back", "verified"):
+        assert samples[("clearcard_step_duration_seconds_count", (("step", step),))] >= 2
+    assert any(name == "clearcard_gateway_command_duration_seconds_count" and dict(labels)["op"] == "writeback"
+               for name, labels in samples)
+    assert "clearcard_devices{" in text and 'clearcard_queue_depth{queue="clearcard.audit"}' in text
 
 
 async def test_digital_invoice_confirmation_beside_devices(system: Console) -> None:

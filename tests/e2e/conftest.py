@@ -101,16 +101,17 @@ SystemFactory = Callable[[str], Any]
 
 @pytest.fixture
 async def make_system(tmp_path: Path, database: Database) -> AsyncIterator[SystemFactory]:
-    """Start the whole system on a fleet: `async with make_system(text) as system: ...`."""
+    """Start the whole system on a fleet: `async with make_system(text[, env]) as system: ...`."""
 
     @asynccontextmanager
-    async def start(text: str) -> AsyncIterator[System]:
+    async def start(text: str, env: Mapping[str, str] | None = None) -> AsyncIterator[System]:
         fleet = tmp_path / "fleet.toml"
         fleet.write_text(text, encoding="utf-8")
         settings = Settings.from_env({
             "CLEARCARD_DATA_DIR": str(tmp_path / "data"),
             "CLEARCARD_FLEET": str(fleet),
             "CLEARCARD_DATABASE_URL": database.dsn,
+            **(env or {}),
         })
         bus = HookedBus()
         async with trio.open_nursery() as nursery:

@@ -105,16 +105,16 @@ async def test_an_unwritable_location_means_no_writeback(tmp_path: Path, databas
 async def test_a_location_that_damages_what_it_stores_means_no_writeback(
     tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_everywhere = storage.write_everywhere
+    commit = storage.NewCopies.commit
 
-    def lying_disk(locations: tuple[Path, ...], file_name: str, data: bytes) -> None:
-        write_everywhere(locations, file_name, data)
-        stored = locations[-1] / file_name  # the last location flips a bit right after the write
+    def lying_disk(self: storage.NewCopies, file_name: str) -> None:
+        commit(self, file_name)
+        stored = self.locations[-1] / file_name  # the last location flips a bit right after the write
         damaged = bytearray(stored.read_bytes())
         damaged[len(damaged) // 2] ^= 0x01
         stored.write_bytes(bytes(damaged))
 
-    monkeypatch.setattr(storage, "write_everywhere", lying_disk)
+    monkeypatch.setattr(storage.NewCopies, "commit", lying_disk)
     async with running(tmp_path, database) as run:
         _assert_backup_failed(run, await run.clear())
 

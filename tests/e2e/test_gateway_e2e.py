@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clearcard.follow import Followed
 from device_gateway.emulator.admin import plug, show_device, unplug
-from device_gateway.pins import PinVault
+from device_registry.pins import PinVault
 from services.audit.log import verify_chain
 from shared import telemetry
 from tests.e2e.conftest import SystemFactory, fleet_text, one_device
@@ -109,7 +109,8 @@ async def test_the_pin_never_leaves_the_vault(make_system: SystemFactory, capsys
             assert outcomes[DEVICE]["outcome"] == "cleared"
             assert outcomes["661500000002"]["error"]["code"] == "DEVICE_PIN_INVALID"
             rows: list[Any] = await system.db.run(
-                lambda conn: conn.fetch("SELECT device_id, pin_cipher, pin_failed_hash FROM devices"))
+                lambda conn: conn.fetch("SELECT e.device_id, e.pin_cipher, s.pin_refused_revision"
+                                        " FROM device_enrolments e JOIN device_sightings s USING (device_id)"))
             audit: list[Any] = await system.db.run(lambda conn: conn.fetch("SELECT * FROM audit_log"))
             vault = PinVault.open(system.settings.keys_dir)
     finally:
@@ -124,7 +125,7 @@ async def test_the_pin_never_leaves_the_vault(make_system: SystemFactory, capsys
     assert "gateway ready" in captured.out + caplog.text  # the logs were captured at all
     for where, text in haystacks.items():
         assert PIN not in text, f"the PIN appears in the {where}"
-    for row in rows:  # stored encrypted, and the failed one only as a keyed fingerprint
+    for row in rows:  # stored encrypted; the refused one is remembered by its revision only
         cipher = bytes(row["pin_cipher"])
         assert PIN.encode() not in cipher and vault.unseal(cipher, row["device_id"]) == PIN
-        assert row["pin_failed_hash"] is None or PIN not in row["pin_failed_hash"]
+    assert {r["device_id"]: r["pin_refused_revision"] for r in rows} == {DEVICE: None, "661500000002": 1}

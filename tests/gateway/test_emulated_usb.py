@@ -78,8 +78,12 @@ def test_driver_round_trip_and_error_mapping(tmp_path: Path) -> None:
         driver.verify_pin("99999999")
     assert caught.value.code is ErrorCode.DEVICE_PIN_INVALID and "99999999" not in caught.value.message
     assert driver.verify_pin("11112222") == 4
-    data = driver.read_period("2026-10", [])
-    assert len(data.invoices) == 10
+    header = driver.read_period("2026-10", [])
+    assert header.invoice_counts == {"004": 5, "007": 5}
+    page = driver.read_invoices("2026-10", "007", None, 3)
+    assert [i.invoice_type for i in page.invoices] == ["007"] * 3 and page.next_cursor == "3"
+    rest = driver.read_invoices("2026-10", "007", page.next_cursor, 3)
+    assert len(rest.invoices) == 2 and rest.next_cursor is None
     with pytest.raises(ClearCardError) as caught:
         driver.report("2026-11", [])
     assert caught.value.code is ErrorCode.NOT_IN_REPORTING_WINDOW

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -264,11 +265,24 @@ def test_unknown_command() -> None:
     assert run_command(make(), 0x55, {}, at()).status is Status.UNKNOWN_COMMAND
 
 
+def _all_pages(state: DeviceState, invoice_type: str, limit: int = 200) -> list[dict[str, Any]]:
+    invoices, cursor = [], None
+    while True:
+        status, page = run(state, Command.READ_INVOICES,
+                           {"period": "2026-10", "invoice_type": invoice_type, "cursor": cursor, "limit": limit})
+        assert status is Status.OK and page["invoice_type"] == invoice_type
+        assert len(page["invoices"]) <= limit
+        invoices += page["invoices"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return invoices
+
+
 def test_read_period_summaries_signed_only_once_reported() -> None:
     state = make(invoices_per_type=10)
     status, data = run(state, Command.READ_PERIOD, {"period": "2026-10"})
     assert status is Status.OK
-    assert len(data["invoices"]) == 20
+    assert "invoices" not in data and data["invoice_counts"] == {"004": 10, "007": 10}
     assert all(s["signature"] == "" for s in data["summaries"])
     summary = data["summaries"][0]
     assert summary["normal_count"] + summary["negative_count"] + summary["void_count"] == 10
@@ -279,7 +293,57 @@ def test_read_period_summaries_signed_only_once_reported() -> None:
 
 
 def test_invoices_are_deterministic_per_device() -> None:
-    one = run(make(), Command.READ_PERIOD, {"period": "2026-10"})[1]["invoices"]
-    two = run(make(), Command.READ_PERIOD, {"period": "2026-10"})[1]["invoices"]
-    assert one == two
+    one = _all_pages(make(), "004")
+    two = _all_pages(make(), "004")
+    assert one == two and len(one) == 5
     assert all(isinstance(i["amount"], str) and "." in i["amount"] for i in one)
+
+
+def test_pages_cover_the_period_in_number_order_and_add_up_to_the_summary() -> None:
+    state = make(invoices_per_type=1234, offline_pending=7)
+    header = run(state, Command.READ_PERIOD, {"period": "2026-10"})[1]
+    assert header["invoice_counts"] == {"004": 1241, "007": 1234}  # offline ones are the first type's
+    for summary in header["summaries"]:
+        invoices = _all_pages(state, summary["invoice_type"], limit=97)
+        assert len(invoices) == header["invoice_counts"][summary["invoice_type"]]
+        numbers = [int(i["number"]) for i in invoices]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        kinds = [i["kind"] for i in invoices]
+        assert kinds.count("normal") == summary["normal_count"]
+        assert kinds.count("negative") == summary["negative_count"] and kinds.count("void") == summary["void_count"]
+        normal = sum(Decimal(i["amount"]) for i in invoices if i["kind"] == "normal")
+        negative = sum(Decimal(i["amount"]) for i in invoices if i["kind"] == "negative")
+        assert str(normal) == summary["normal_amount"] and str(negative) == summary["negative_amount"]
+    assert sum(i["offline"] for i in _all_pages(state, "004")) == 7
+
+
+def test_a_page_is_one_small_answer_whatever_the_period_holds() -> None:
+    state = make(invoices_per_type=100_000)
+    status, page = run(state, Command.READ_INVOICES,
+                       {"period": "2026-10", "invoice_type": "007", "cursor": "99950", "limit": 200})
+    assert status is Status.OK and len(page["invoices"]) == 50 and page["next_cursor"] is None
+    first = run(state, Command.READ_INVOICES, {"period": "2026-10", "invoice_type": "007", "limit": 1})[1]
+    assert int(page["invoices"][0]["number"]) == int(first["invoices"][0]["number"]) + 99_950
+
+
+@pytest.mark.parametrize("request_body", [
+    {"period": "2026-10", "invoice_type": "004", "cursor": "abc"},
+    {"period": "2026-10", "invoice_type": "004", "limit": 0},
+    {"period": "2026-10", "invoice_type": "004", "limit": 201},
+    {"period": "2026-10", "invoice_type": "005"},
+    {"period": "2026-10"},
+])
+def test_bad_page_requests_are_refused(request_body: dict[str, Any]) -> None:
+    status, body = run(make(), Command.READ_INVOICES, request_body)
+    assert status is Status.BAD_REQUEST and body["message"]
+
+
+def test_a_closed_period_keeps_its_offline_invoices() -> None:
+    state = make(offline_pending=3)
+    before = run(state, Command.READ_PERIOD, {"period": "2026-10"})[1]
+    assert run(state, Command.UPLOAD_OFFLINE, {"period": "2026-10"})[0] is Status.OK
+    assert report(state)[0] is Status.OK
+    assert clear(state)[0] is Status.OK and state.open_period == "2026-11"
+    after = run(state, Command.READ_PERIOD, {"period": "2026-10"})[1]
+    assert after["invoice_counts"] == before["invoice_counts"] == {"004": 8, "007": 5}
+    assert len(_all_pages(state, "004")) == 8

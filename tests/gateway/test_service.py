@@ -29,9 +29,11 @@ from shared.messages.device import (
     Challenge,
     DeviceCommand,
     DeviceInfo,
+    InvoicePage,
+    InvoicePageCommand,
     OfflineUpload,
     PeriodCommand,
-    PeriodData,
+    PeriodHeader,
     ReportReply,
     WritebackCommand,
     WritebackPackage,
@@ -71,7 +73,7 @@ class _Raw:
 
 
 @asynccontextmanager
-async def gateway(database: Database, tmp_path: Path, fleet: str = FLEET) -> AsyncIterator[Client]:
+async def gateway(database: Database, tmp_path: Path, fleet: str | None = FLEET) -> AsyncIterator[Client]:
     bus = MemoryBus()
     settings = settings_for(tmp_path, fleet)
     async with trio.open_nursery() as nursery:
@@ -93,8 +95,11 @@ async def clear_device(client: Client, device_id: str, taxpayer: str, types: lis
     cmd = PeriodCommand(device_id=device_id, period="2026-10")
     info = await client.call("precheck", cmd, DeviceInfo)
     assert info.types == dict.fromkeys(types, 0)
-    data = await client.call("read_period", cmd, PeriodData)
-    assert len(data.invoices) >= 5 * len(types)
+    header = await client.call("read_period", cmd, PeriodHeader)
+    assert list(header.invoice_counts) == types and min(header.invoice_counts.values()) >= 5
+    page = await client.call("read_invoices", InvoicePageCommand(
+        device_id=device_id, period="2026-10", invoice_type=types[0]), InvoicePage)
+    assert len(page.invoices) == header.invoice_counts[types[0]] and page.next_cursor is None
     await client.call("upload_offline", cmd, OfflineUpload)
     report = await client.call("report", cmd, ReportReply)
     assert [s.invoice_type for s in report.summaries] == types
@@ -138,7 +143,9 @@ async def test_full_clear_of_a_ukey_and_a_tax_control_disk(database: Database, t
     assert ukey["open_period"] == "2026-11" and str(ukey["lock_date"]) == "2026-12-15"
     assert ukey["family"] == "ukey" and ukey["branch_id"] == "wuhan-hankou" and ukey["gateway_id"] == "default"
     assert ukey["pin_tries_left"] == 5 and ukey["online"] and ukey["last_seen"] is not None
-    assert b"12345678" not in bytes(ukey["pin_cipher"])
+    assert "pin_cipher" not in ukey  # the PIN on record is the registry's, encrypted
+    cipher = await database.fetch("SELECT pin_cipher FROM device_enrolments WHERE device_id = $1", UKEY)
+    assert b"12345678" not in bytes(cipher[0]["pin_cipher"])
 
 
 async def test_writeback_before_report_and_bad_package(database: Database, tmp_path: Path) -> None:
@@ -191,7 +198,7 @@ async def test_bad_input_is_answered_and_the_gateway_keeps_running(database: Dat
         await expect_error(ErrorCode.UNKNOWN_DEVICE, client.call(
             "info", DeviceCommand(device_id="999999999999"), DeviceInfo))
         await expect_error(ErrorCode.INVALID_REQUEST, client.call(
-            "read_period", PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]), PeriodData))
+            "read_period", PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]), PeriodHeader))
         assert (await client.call("info", DeviceCommand(device_id=UKEY), DeviceInfo)).device_id == UKEY
 
 
@@ -224,7 +231,7 @@ async def test_one_device_at_a_time_many_devices_in_parallel(
             for _ in range(4):
                 nursery.start_soon(client.call, "info", DeviceCommand(device_id=device_id), DeviceInfo)
                 nursery.start_soon(client.call, "read_period",
-                                   PeriodCommand(device_id=device_id, period="2026-10"), PeriodData)
+                                   PeriodCommand(device_id=device_id, period="2026-10"), PeriodHeader)
     everything = sorted(s for device in spans.values() for s in device)
     for device_id in ids:
         mine = sorted(spans[device_id])

@@ -183,21 +183,16 @@ def test_observability_configuration() -> None:
     assert dashboards["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-def test_the_dashboard_uses_metrics_the_product_exposes() -> None:
+def test_the_dashboard_is_well_formed() -> None:
+    """Its shape; that every panel's query finds data is tests/console/test_dashboard.py (real Prometheus)."""
     dashboard = json.loads((INFRA / "grafana" / "dashboards" / "clearcard.json").read_text(encoding="utf-8"))
-    exposed = (ROOT / "shared" / "metrics.py").read_text(encoding="utf-8")
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("outcome", "error code", "step duration", "queue depths", "days left", "gateway command latency"):
+    for topic in ("outcome", "error code", "step duration", "queue depths", "risk", "gateway command latency",
+                  "filing and comparison"):
         assert topic in titles, topic
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(set(ids)) == len(ids) and dashboard["uid"]
-    for expr in exprs:
-        names = set(re.findall(r"\b(clearcard_[a-z_]+)", expr))
-        assert names, expr
-        for name in names:
-            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
-            assert f'"{base}"' in exposed, f"{name} is not a metric of shared/metrics.py"
+    assert all(p["targets"] and all(t["expr"].strip() for t in p["targets"]) for p in dashboard["panels"])
 
 
 # --- Kubernetes -------------------------------------------------------------------------------

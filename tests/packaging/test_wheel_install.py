@@ -29,7 +29,7 @@ from tests.e2e.processes import environment, fresh_vhost
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("clearcard", "shared", "services", "device_gateway")
+PACKAGES = ("clearcard", "shared", "services", "device_gateway", "device_registry")
 
 
 @pytest.fixture(scope="module")

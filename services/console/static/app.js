@@ -103,7 +103,8 @@ function typesCell(types) {
 
 async function loadFleet() {
   const params = new URLSearchParams();
-  for (const [key, id] of [["branch", "filter-branch"], ["family", "filter-family"], ["status", "filter-status"], ["days", "filter-days"]]) {
+  for (const [key, id] of [["branch", "filter-branch"], ["family", "filter-family"], ["status", "filter-status"],
+    ["days", "filter-days"], ["filing", "filter-filing"], ["comparison", "filter-comparison"]]) {
     if ($(id).value) params.set(key, $(id).value);
   }
   const fleet = await api(`/api/status?${params}`);
@@ -113,12 +114,18 @@ async function loadFleet() {
     <div class="branch" data-branch="${esc(b.branch_id)}">
       <h3>${esc(b.branch_id)} ${b.min_days_left === null ? "" : countdown(b.min_days_left, riskOf(b.min_days_left, fleet))}</h3>
       <div class="counts"><span class="badge risk-red">${b.counts.red}</span> red
-        <span class="badge risk-amber">${b.counts.amber}</span> amber <span class="badge risk-green">${b.counts.green}</span> green</div>
+        <span class="badge risk-amber">${b.counts.amber}</span> amber <span class="badge risk-green">${b.counts.green}</span> green
+        ${b.counts.abandoned ? `<span class="badge risk-abandoned">${b.counts.abandoned}</span> abandoned` : ""}</div>
       ${b.devices.length ? `<table><thead><tr><th>device</th><th>family</th><th>machine</th><th>types</th><th>lock date</th>
-        <th>days left</th><th>online</th><th>last clear</th></tr></thead><tbody>
+        <th>days left</th><th title="the bureau's view of the open period">filing</th><th>comparison</th>
+        <th>online</th><th>last clear</th></tr></thead><tbody>
         ${b.devices.map((d) => `<tr class="device risk-row-${esc(d.risk)}" data-device="${esc(d.device_id)}">
           <td class="mono">${esc(d.device_id)}</td><td>${esc(d.family)}</td><td>${esc(d.machine_no)}</td>
-          <td>${typesCell(d.types)}</td><td>${esc(d.lock_date || "-")}</td><td>${countdown(d.days_left, d.risk)}</td>
+          <td>${typesCell(d.types)}</td><td>${esc(d.lock_date || "-")}</td>
+          <td>${d.abandoned ? `<span class="badge risk-abandoned" title="no report since ${esc(d.last_report)}">abandoned</span>`
+            : countdown(d.days_left, d.risk)}</td>
+          <td class="bureau-${esc(d.filing)}">${d.bureau.due ? esc(d.filing.replace("_", " ")) : "not due"}</td>
+          <td class="bureau-${esc(d.comparison)}">${d.bureau.due ? esc(d.comparison) : "-"}</td>
           <td>${d.online ? "yes" : "no"}</td>
           <td>${d.last_clear ? `${esc(d.last_clear.outcome || d.last_clear.step)} ${esc(d.last_clear.error_code || "")}` : "-"}</td>
         </tr>`).join("")}</tbody></table>` : ""}
@@ -139,6 +146,7 @@ async function loadFleet() {
   }
 }
 
+// the server's thresholds (shared/deadlines.py): red = critical alarm, amber = warning
 function riskOf(days, fleet) {
   return days === null ? "unknown" : days <= fleet.red_days ? "red" : days <= fleet.amber_days ? "amber" : "green";
 }

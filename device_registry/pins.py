@@ -1,13 +1,12 @@
-"""The PINs on record, encrypted at rest, and the memory of which PIN already failed.
+"""The certificate PINs on record, encrypted at rest.
 
-The key lives under the data dir's keys folder (created once, mode 0600). A wrong PIN is
-remembered by an HMAC fingerprint (never the PIN) so the gateway never sends it again.
+The registry seals a PIN when it is recorded (`clearcard device set-pin`, a fleet file's first
+seeding); the gateway unseals it for the device's PIN check. The key lives under the data dir's
+keys folder (created once, mode 0600), so every process of one installation shares it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from pathlib import Path
 
@@ -19,11 +18,10 @@ KEY_FILE = "device-pins.key"
 
 
 class PinVault:
-    """Encrypts PINs on record and fingerprints failed ones."""
+    """Encrypts and decrypts the PINs on record."""
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
-        self._mac_key = hashlib.sha256(b"clearcard pin fingerprint|" + key).digest()
 
     @classmethod
     def open(cls, keys_dir: Path) -> PinVault:
@@ -48,7 +46,7 @@ class PinVault:
         return cls(path.read_bytes().strip())
 
     def seal(self, pin: str) -> bytes:
-        """The PIN encrypted for the `devices.pin_cipher` column."""
+        """The PIN encrypted for `device_enrolments.pin_cipher`."""
         return self._fernet.encrypt(pin.encode("utf-8"))
 
     def unseal(self, cipher: bytes, device_id: str) -> str:
@@ -61,6 +59,17 @@ class PinVault:
                 f"the PIN on record for device {device_id} cannot be decrypted (was the key replaced?)",
             ) from None
 
-    def fingerprint(self, device_id: str, pin: str) -> str:
-        """A keyed hash identifying one PIN for one device (safe to store)."""
-        return hmac.new(self._mac_key, f"{device_id}|{pin}".encode(), hashlib.sha256).hexdigest()
+
+PIN_MAX = 32
+
+
+def checked_pin(pin: str) -> str:
+    """The PIN as given, if a device could hold it; INVALID_REQUEST in plain words otherwise."""
+    if not pin:
+        raise ClearCardError(ErrorCode.INVALID_REQUEST, "The PIN is empty: give it as one line on standard input.")
+    if len(pin) > PIN_MAX:
+        raise ClearCardError(ErrorCode.INVALID_REQUEST, f"A certificate PIN has at most {PIN_MAX} characters.")
+    if not pin.isprintable() or any(c.isspace() for c in pin):
+        raise ClearCardError(ErrorCode.INVALID_REQUEST,
+                             "The PIN contains spaces or control characters; give only the PIN itself.")
+    return pin

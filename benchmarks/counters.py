@@ -1,0 +1,106 @@
+"""What a benchmark phase cost, counted where the work happens: CPU per process group, the broker's
+own message counters, PostgreSQL's commit counter, and the product's RPC counter.
+
+Every figure is a difference between two readings (`Reading.take()` before and after a phase),
+divided by the device clears of the phase. The broker's counters are node-wide and PostgreSQL's
+are per database: measure on a quiet machine, with nothing else using the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from shared import metrics
+
+BROKER_METRICS = "http://127.0.0.1:15692/metrics"  # the rabbitmq_prometheus plugin
+_BROKER_COUNTERS = {
+    "rabbitmq_global_messages_received_total": "publishes",
+    "rabbitmq_global_messages_delivered_total": "deliveries",
+    "rabbitmq_global_messages_confirmed_total": "confirms",
+}
+
+
+def cpu_ticks() -> dict[str, int]:
+    """CPU ticks (user + system) so far of this process, its `clearcard serve` children, PostgreSQL, RabbitMQ."""
+    totals = {"python": 0, "postgres": 0, "rabbitmq": 0}
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        if entry.name == me or (b"clearcard\x00serve" in cmdline and fields[1] == me):
+            totals["python"] += ticks
+        elif comm == "postgres":
+            totals["postgres"] += ticks
+        elif comm == "beam.smp" and b"rabbit" in cmdline:
+            totals["rabbitmq"] += ticks
+    return totals
+
+
+def broker_counters() -> dict[str, float]:
+    """The broker's node-wide message counters (publishes received, deliveries, confirms)."""
+    try:
+        with urllib.request.urlopen(BROKER_METRICS, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        raise SystemExit(f"cannot read the broker's counters at {BROKER_METRICS} ({exc}); "
+                         "enable them with: rabbitmq-plugins enable rabbitmq_prometheus") from None
+    totals = dict.fromkeys(_BROKER_COUNTERS.values(), 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in _BROKER_COUNTERS:
+            totals[_BROKER_COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def rpc_calls() -> float:
+    """Commands this process sent over the bus and waited for (the product's own counter)."""
+    return sum(s.value for m in metrics.RPC_CALLS.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+async def database_commits(dsn: str) -> int:
+    """Committed transactions of the benchmark's database so far (pg_stat_database)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Reading:
+    cpu: dict[str, int]
+    broker: dict[str, float]
+    rpcs: float
+    commits: int
+
+    @classmethod
+    async def take(cls, dsn: str) -> Reading:
+        """All counters now (the database's after its backends have reported: see `settle`)."""
+        return cls(cpu_ticks(), broker_counters(), rpc_calls(), await database_commits(dsn))
+
+    def per_clear(self, later: Reading, clears: int, *, in_process_rpcs: bool = True) -> dict[str, float | None]:
+        """Costs per device clear between this reading and a later one."""
+        n = max(clears, 1)
+        hz = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float | None] = {
+            f"cpu_ms_{k}": round((later.cpu[k] - self.cpu[k]) / hz * 1000 / n, 2) for k in self.cpu}
+        out["cpu_ms_total"] = round(sum(v for k, v in out.items() if k.startswith("cpu_ms_") and v) or 0, 2)
+        for k in self.broker:
+            out[k] = round((later.broker[k] - self.broker[k]) / n, 2)
+        out["rpcs"] = round((later.rpcs - self.rpcs) / n, 2) if in_process_rpcs else None
+        out["postgres_commits"] = round((later.commits - self.commits) / n, 2)
+        return out
