@@ -16,7 +16,7 @@ from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
 from shared.messages.codec import decode
-from shared.outages import until_available
+from shared.outages import keep_running, until_available
 
 # the CLI and console import the log functions from here too
 __all__ = ["ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
@@ -149,7 +149,7 @@ async def run_audit(
 
     handler = traced("audit", AUDIT.name, handle)
     async with trio.open_nursery() as nursery:
-        await nursery.start(anchoring.run)
+        await nursery.start(partial(keep_running, "audit anchoring", anchoring.run))
         await nursery.start(batcher.run)
         # many deliveries in flight fill each batch; they wait on the batcher, not on connections
         await nursery.start(partial(bus.consume, AUDIT.name, handler, prefetch=256))

@@ -24,6 +24,7 @@ from shared.bus.topology import COORDINATOR_REQUESTS, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.events import reject_given_up
+from shared.outages import keep_running
 
 SERVICE = "coordinator"
 
@@ -40,7 +41,7 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                       service_deadline=config.service_deadline,
                       retry=RetryPolicy(attempts=config.retry_attempts))
         runner = Runner(bus, db, ports, config, on_staged=relay.wake)
-        await nursery.start(runner.run)
+        await nursery.start(keep_running, "device clears", runner.run)
         keys = KeyRing(settings.keys_dir)
         intake = Intake(bus, db, keys, ports, runner, on_staged=relay.wake)
         commands = Commands(db, keys, runner, clock_for(settings), on_staged=relay.wake)
