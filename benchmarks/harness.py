@@ -23,8 +23,8 @@ import trio_asyncio
 
 from benchmarks.fleetgen import Group, write_groups
 from clearcard.runtime import ALL, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.api import Bus, Delivery
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS

@@ -24,7 +24,6 @@ import trio_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import fresh_database
-from services.auth.tokens import KeyRing
 from services.console import metrics_view
 from services.console.context import ConsoleContext
 from services.console.events import EventHub
@@ -32,6 +31,7 @@ from services.coordinator.bureau_watch import BureauWatch
 from services.coordinator.clock import Clock
 from services.coordinator.config import CoordinatorConfig
 from shared import metrics_store
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database

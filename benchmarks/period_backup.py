@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleetgen import Group, device_id, write_groups
 from benchmarks.harness import CLEARCARD, fresh_database, fresh_vhost
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.backup import storage, store
 from services.backup.restore import restore_first_intact
 from shared import logs
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.api import Bus, Delivery
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from clearcard.follow import Followed, new_request_id, submit_and_follow
 from clearcard.runtime import ALL, infrastructure, run_async, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.config import Settings
 from shared.messages.clear import ClearRequest
 

@@ -89,7 +89,7 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     import trio
 
-    from clearcard.runtime import infrastructure, resolve, run_async, start_services
+    from clearcard.runtime import connection_name, infrastructure, resolve, run_async, start_services
     from shared import telemetry
 
     _logging()
@@ -104,7 +104,8 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with infrastructure(settings) as (bus, db), trio.open_nursery() as nursery:
+            connection = connection_name(names)
+            async with infrastructure(settings, name=connection) as (bus, db), trio.open_nursery() as nursery:
                 await start_services(nursery, names, bus, db, settings)
                 err.print(f"serving {', '.join(names)}")
                 async for _ in signals:
@@ -144,8 +145,8 @@ def token_issue(
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Print a signed bearer token (one line)."""
-    from services.auth.roles import Role
-    from services.auth.tokens import KeyRing
+    from shared.authz.roles import Role
+    from shared.authz.tokens import KeyRing
 
     try:
         parsed = Role(role)
@@ -289,7 +290,7 @@ def audit_export(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit chain; prints `ok N records` or names the first bad record (exit 1)."""
+    """Check the audit chain and its checkpoints: `ok N records`, else the first bad record or `not anchored`."""
     from clearcard.runtime import infrastructure, run_async
     from services.audit.service import verify_chain
 
@@ -303,7 +304,7 @@ def audit_verify() -> None:
     if report.ok:
         out.print(f"ok {report.count} records")
         return
-    raise _fail(f"audit log damaged: {report.describe()}")
+    raise _fail(f"audit log {'damaged: ' if report.anchored else ''}{report.describe()}")
 
 
 @backup_app.command("list")
@@ -377,13 +378,14 @@ def backup_restore(
 
 def _register_subcommands() -> None:
     """Commands that live in clearcard/commands/, one module per area."""
-    from clearcard.commands import audit_review, backup_admin, calendar, device, dlq, fleet, notify, user
+    from clearcard.commands import audit_review, backup_admin, calendar, device, dlq, fleet, identity, notify, user
 
     backup_admin.register(backup_app)
     audit_review.register(audit_app)
     app.add_typer(user.app, name="user")
     app.add_typer(notify.app, name="notify")
     app.add_typer(fleet.app, name="fleet")
+    app.add_typer(identity.app, name="identity")
     app.add_typer(calendar.app, name="calendar")
     app.add_typer(device.app, name="device")
     app.add_typer(dlq.app, name="dlq")
@@ -393,4 +395,6 @@ _register_subcommands()
 
 
 def main() -> None:
-    app()
+    from clearcard.startup import reachable  # an unreachable broker or database: one line, exit 1
+
+    reachable(app)

@@ -51,8 +51,15 @@ def entry(name: str) -> ServiceEntry:
     return fn
 
 
+def connection_name(names: Sequence[str]) -> str:
+    """The broker connection's name for a process serving `names`: its reply queues are
+    `<name>.reply.*`, which the service's broker account may declare (infra/rabbitmq/accounts.py)."""
+    return f"clearcard.{names[0]}" if len(names) == 1 else "clearcard"
+
+
 @asynccontextmanager
-async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[tuple[Bus, Database]]:
+async def infrastructure(settings: Settings, *, run_migrations: bool = True,
+                         name: str = "clearcard.cli") -> AsyncIterator[tuple[Bus, Database]]:
     """The bus and database for this process; needs to run inside `trio_asyncio.open_loop()`."""
     with ExitStack() as stack:
         dsn = settings.database_url or stack.enter_context(embedded_postgres(settings.data_dir))
@@ -64,7 +71,7 @@ async def infrastructure(settings: Settings, *, run_migrations: bool = True) -> 
             else:
                 from shared.bus.rabbitmq import RabbitBus
 
-                async with RabbitBus.connect(settings.amqp_url) as bus:
+                async with RabbitBus.connect(settings.amqp_url, name=name, tls=settings.tls) as bus:
                     yield bus, db
 
 
@@ -88,11 +95,11 @@ def _bind(run: ServiceEntry, bus: Bus, db: Database, settings: Settings) -> Call
 
 
 def identified(bus: Bus, name: str, settings: Settings) -> Bus:
-    """The service's own view of the bus: signs what it publishes, checks what it consumes."""
-    from services.auth.identity import IdentifiedBus, ServiceIdentity
-    from services.auth.tokens import KeyRing
+    """The service's own view of the bus: signs what it publishes with its own key, checks what it
+    consumes against shared/bus/senders.py."""
+    from shared.authz.identity import IdentifiedBus, ServiceIdentity, ServiceKeys
 
-    return IdentifiedBus(bus, ServiceIdentity(KeyRing(settings.keys_dir), name))
+    return IdentifiedBus(bus, ServiceIdentity(ServiceKeys(settings.identity_dir), name))
 
 
 def resolve(names: Sequence[str]) -> list[str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,3 +32,35 @@ def configured(run: Callable[[], T], err: Console) -> T:
             raise
         err.print(f"[red]error:[/red] cannot start: {found}", soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions inside nested exception groups (trio nurseries nest them)."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """What is wrong, in plain words, when the broker or database could not be reached or refused
+    us (TLS included); None for anything else."""
+    from shared.bus.api import BusError
+    from shared.db.pool import DatabaseUnavailable
+
+    leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    if leaves and all(isinstance(e, BusError | DatabaseUnavailable) for e in leaves):
+        return "; ".join(dict.fromkeys(str(e) for e in leaves))
+    return None
+
+
+def reachable(run: Callable[[], object]) -> None:
+    """Run the command line; a broker or database that cannot be reached is one line and exit 1."""
+    try:
+        run()
+    except Exception as exc:  # trio nurseries hand these out as (nested) exception groups
+        message = unreachable(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"error: {message}\n")  # one line, whatever the terminal's width
+        sys.exit(1)

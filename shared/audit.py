@@ -12,6 +12,9 @@ from shared.messages.audit import AuditRecord
 from shared.messages.codec import encode
 
 AUDIT_RECORD = "audit.record"
+# Whom a record is about, signed with the sender's identity (shared/authz/identity.py): the audit
+# service takes service, subject and time from the verified identity, not from the body.
+SUBJECT_HEADER = "x-clearcard-subject"
 
 
 async def record(
@@ -46,4 +49,5 @@ async def record(
         trace_id=telemetry.current_trace_id(),
         detail=detail or {},
     )
-    await bus.publish(COMMANDS, AUDIT_RECORD, encode(rec), message_id=rec.record_id)
+    await bus.publish(COMMANDS, AUDIT_RECORD, encode(rec), message_id=rec.record_id,
+                      headers={SUBJECT_HEADER: subject})

@@ -7,6 +7,7 @@ service when a broker is configured, straight into the audit chain otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sys
@@ -60,7 +61,7 @@ def _run(work: Callable[[Any, Any, str], Awaitable[T]], *, as_json: bool = False
     """
     from clearcard.runtime import identified, infrastructure, run_async
     from device_registry import BusAudit, ImportRefused, PinVault, Registry
-    from device_registry.registry import SERVICE
+    from shared.bus.api import BusError
     from shared.bus.topology import AUDIT, topology_for
     from shared.errors import ClearCardError
 
@@ -77,9 +78,12 @@ def _run(work: Callable[[Any, Any, str], Awaitable[T]], *, as_json: bool = False
                 if settings.embedded_bus:
                     sink: Any = _ChainAudit(db)
                 else:
-                    await bus.declare(topology_for(AUDIT))
-                    # signed like every service's messages, or the audit service dead-letters them
-                    sink = BusAudit(identified(bus, SERVICE, settings))
+                    # the command line's own broker account may not declare it: the definitions hold it
+                    with contextlib.suppress(BusError):
+                        await bus.declare(topology_for(AUDIT))
+                    # signed as the command line (shared/bus/senders.py), or the audit service
+                    # dead-letters them; the records say `registry` in their body
+                    sink = BusAudit(identified(bus, "cli", settings))
                 registry = Registry(db, PinVault.open(settings.keys_dir), sink)
                 return await work(registry, db, f"local:{getpass.getuser()}")
         except ClearCardError as exc:

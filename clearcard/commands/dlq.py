@@ -21,7 +21,7 @@ from rich.table import Table
 from shared.config import Settings
 
 T = TypeVar("T")
-SERVICE = "dlq"
+SERVICE = "cli"  # the command line's service identity (shared/bus/senders.py)
 
 app = typer.Typer(help="Dead-lettered messages: list the queues holding some, show them, replay them.",
                   no_args_is_help=True)
@@ -44,11 +44,8 @@ def _run(token: str | None, action: str, work: Callable[[Any, str, list[str]], A
          detail: Callable[[T], dict[str, Any]]) -> T:
     """Run `work(bus, actor, gateway_ids)` on the broker as the acting operator, and audit `action`."""
     from clearcard.runtime import identified, infrastructure, run_async
-    from services.auth.decide import authorize_token
-    from services.auth.revocation import RevocationList
-    from services.auth.roles import Action
-    from services.auth.tokens import KeyRing
     from shared import audit
+    from shared.authz import Action, Authorizer, KeyRing
     from shared.bus.api import BusError
     from shared.errors import ClearCardError
 
@@ -67,11 +64,9 @@ def _run(token: str | None, action: str, work: Callable[[Any, str, list[str]], A
                 bus = identified(raw, SERVICE, settings)
                 actor = f"local:{getpass.getuser()}"
                 if token:
-                    revocations = RevocationList()
-                    await revocations.refresh(db)
                     try:
-                        actor = authorize_token(KeyRing(settings.keys_dir), token, Action.ADMIN,
-                                                revoked=revocations).subject
+                        actor = (await Authorizer(KeyRing(settings.keys_dir), db).decide(
+                            f"Bearer {token}", Action.ADMIN)).subject
                     except ClearCardError as exc:
                         await audit.record(bus, service=SERVICE, subject="anonymous", action=action,
                                            outcome="rejected", error_code=exc.code, detail={"reason": exc.message})
@@ -150,8 +145,12 @@ def replay(queue: QueueArg, ids: IdsOpt = None,
         raise _fail("name the messages with --id (see `clearcard dlq show`) or give --all", 2)
 
     async def work(bus: Any, actor: str, _: list[str]) -> list[dead_letters.DeadLetter]:
-        return await dead_letters.replay(bus, queue, replayed_by=actor,
-                                         message_ids=set(ids) if ids else None, limit=limit)
+        from shared.authz.vouchers import vouch
+
+        # each message goes out as its sender signed it, with this tool's voucher for the replay
+        return await dead_letters.replay(bus, queue, replayed_by=actor, message_ids=set(ids) if ids else None,
+                                         limit=limit, publisher=bus.unsigned,
+                                         seal=lambda q, headers: vouch(bus.identity, "replay", q, headers))
 
     letters = _run(token, "dlq.replay", work, lambda r: {"queue": dead_letters.work_queue_of(queue),
                                                           "message_ids": [x.message_id for x in r]})

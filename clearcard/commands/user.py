@@ -51,13 +51,10 @@ def _password(from_stdin: bool, *, confirm: bool) -> str:
 def _run(work: Callable[[Any, Any, Settings, Any], Awaitable[T]], token: str | None = None, *,
          admin: bool = True) -> T:
     """Run `work(db, audit, settings, actor)` with the database, an audit sink and the acting admin."""
-    from clearcard.runtime import infrastructure, run_async
+    from clearcard.runtime import identified, infrastructure, run_async
     from services.auth.accounts import AccountError
     from services.auth.auditing import AuditSink, BusAudit, DirectAudit
-    from services.auth.decide import authorize_token
-    from services.auth.revocation import RevocationList
-    from services.auth.roles import Action
-    from services.auth.tokens import KeyRing
+    from shared.authz import Action, Authorizer, KeyRing
     from shared.errors import ClearCardError
 
     try:
@@ -69,14 +66,13 @@ def _run(work: Callable[[Any, Any, Settings, Any], Awaitable[T]], token: str | N
         # errors are returned, not raised: trio-asyncio's loop would wrap them in an ExceptionGroup
         try:
             async with infrastructure(settings) as (bus, db):
-                sink: AuditSink = DirectAudit(db) if settings.embedded_bus else BusAudit(bus)
+                sink: AuditSink = (DirectAudit(db, settings) if settings.embedded_bus
+                                   else BusAudit(identified(bus, "cli", settings), service="cli"))
                 actor = f"local:{getpass.getuser()}"
                 if admin and token:
-                    revocations = RevocationList()
-                    await revocations.refresh(db)
                     try:
-                        actor = authorize_token(KeyRing(settings.keys_dir), token, Action.ADMIN,
-                                                revoked=revocations).subject
+                        actor = (await Authorizer(KeyRing(settings.keys_dir), db).decide(
+                            f"Bearer {token}", Action.ADMIN)).subject
                     except ClearCardError as exc:
                         await sink(action="auth.admin", subject="anonymous", outcome="rejected",
                                    error_code=exc.code, detail={"reason": exc.message})
@@ -106,7 +102,7 @@ def add(
 ) -> None:
     """Add a person or a service account (prompts for its password)."""
     from services.auth.accounts import add_account
-    from services.auth.roles import Role
+    from shared.authz.roles import Role
 
     try:
         parsed = Role(role)
@@ -230,7 +226,7 @@ def login_command(
 ) -> None:
     """Log in and print a short-lived access token (one line)."""
     from services.auth.login import login
-    from services.auth.tokens import KeyRing
+    from shared.authz.tokens import KeyRing
 
     password = _password(password_stdin, confirm=False)
 
@@ -249,7 +245,7 @@ def token_revoke(
 ) -> None:
     """Revoke an access token: every service refuses it from its next message on."""
     from services.auth.revocation import revoke, revoke_id
-    from services.auth.tokens import KeyRing
+    from shared.authz.tokens import KeyRing
 
     async def work(db: Any, sink: Any, settings: Settings, actor: str) -> str:
         if by_id:

@@ -1,7 +1,10 @@
-"""Write infra/rabbitmq/definitions.json from shared/bus/topology.py (the one place names live).
+"""Write infra/rabbitmq/definitions.json from shared/bus/topology.py (the one place names live)
+and shared/bus/senders.py (who may send where): exchanges, queues, policies, and one broker
+account per service with permissions limited to its own queues and messages (accounts.py).
 
     python infra/rabbitmq/generate.py            # rewrite the file
     python infra/rabbitmq/generate.py --check    # exit 1 if the committed file is out of date
+    python infra/rabbitmq/generate.py --gateway wuhan-hankou --gateway beijing-haidian --output my.json
 
 RabbitMQ loads the file at boot (`load_definitions` in rabbitmq.conf) or on
 `rabbitmqctl import_definitions`. The queue arguments are exactly those the services declare,
@@ -21,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shared.bus import topology  # noqa: E402  (after the path is set, for running as a script)
+from infra.rabbitmq import accounts  # noqa: E402  (after the path is set, for running as a script)
+from shared.bus import topology  # noqa: E402
 
 OUTPUT = Path(__file__).with_name("definitions.json")
 
@@ -56,7 +60,7 @@ def all_queues(gateways: list[str]) -> list[topology.QueueSpec]:
         for spec in candidates:
             if isinstance(spec, topology.QueueSpec) and spec not in found:
                 found.append(spec)
-    for gateway_id in gateways:
+    for gateway_id in (g for g in gateways if g != "*"):  # '*' is an account for many, not a queue
         spec = topology.gateway_queue(gateway_id)
         if spec not in found:
             found.append(spec)
@@ -73,9 +77,10 @@ def all_exchanges() -> list[topology.ExchangeSpec]:
     return [found[name] for name in sorted(found)]
 
 
-def definitions(vhost: str = "/", gateways: list[str] | None = None) -> dict[str, Any]:
-    """The definitions document for one vhost."""
-    queues = all_queues(gateways if gateways is not None else ["default"])
+def definitions(vhost: str = "/", gateways: list[str] | None = None, *, with_accounts: bool = True) -> dict[str, Any]:
+    """The definitions document for one vhost (users are global: `with_accounts=False` leaves them out)."""
+    gateways = gateways if gateways is not None else ["default"]
+    queues = all_queues(gateways)
     exchanges = [
         {"name": e.name, "vhost": vhost, "type": e.type, "durable": True, "auto_delete": False,
          "internal": False, "arguments": {}}
@@ -102,18 +107,21 @@ def definitions(vhost: str = "/", gateways: list[str] | None = None) -> dict[str
         "queues": queue_docs,
         "bindings": bindings,
         "policies": [{"vhost": vhost, **p} for p in POLICIES],
+        **(accounts.definitions(vhost, gateways) if with_accounts else {}),
     }
 
 
-def render(vhost: str = "/", gateways: list[str] | None = None) -> str:
-    return json.dumps(definitions(vhost, gateways), indent=2, sort_keys=True) + "\n"
+def render(vhost: str = "/", gateways: list[str] | None = None, *, with_accounts: bool = True) -> str:
+    return json.dumps(definitions(vhost, gateways, with_accounts=with_accounts), indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare with the committed file")
     parser.add_argument("--vhost", default="/")
-    parser.add_argument("--gateway", action="append", help="a deployed gateway id; repeatable")
+    parser.add_argument("--gateway", action="append",
+                        help="a deployed gateway id (its queue and broker account); repeatable; '*' = one "
+                             "account for every gateway (a Kubernetes DaemonSet)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     text = render(args.vhost, args.gateway)

@@ -10,8 +10,9 @@ from typing import Any
 import structlog
 import trio
 
-from services.audit import checkpoint, store
+from services.audit import anchors, checkpoint, store
 from services.audit.chain import BadRecord, ChainWalker
+from services.audit.store import AuditScope
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
@@ -28,13 +29,16 @@ class ChainReport:
     ok: bool
     count: int
     first_bad: BadRecord | None = None
-    checkpoint_seq: int | None = None  # the signed head the log was held against, if any
+    checkpoint_seq: int | None = None  # the newest signed head the log was held against, if any
+    anchored: bool = True  # False: records exist but no signed checkpoint vouches for them
 
     def describe(self) -> str:
-        """One line for a person: `ok N records` or what is wrong where."""
+        """One line for a person: `ok N records`, `not anchored: ...` or what is wrong where."""
         if self.ok:
             return f"ok {self.count} records"
         assert self.first_bad is not None
+        if not self.anchored:
+            return f"not anchored: {self.first_bad.reason}"
         return f"bad record {self.first_bad.seq}: {self.first_bad.reason}"
 
 
@@ -50,11 +54,45 @@ async def _walk(db: Database, walker: ChainWalker) -> BadRecord | None:
                 return bad
 
 
+def _survey(settings: Settings) -> checkpoint.Checkpoint | None:
+    """Check the whole chain of checkpoints (links, and the newest one's signature); its newest."""
+    public = anchors.public_key(settings, checkpoint.local_public_key(settings))
+    newest = None
+    for newest in anchors.checkpoints(settings):  # noqa: B007 (each is checked as it streams by)
+        pass
+    if newest is not None:
+        if public is None:
+            raise checkpoint.CheckpointInvalid(
+                f"checkpoints exist but the audit key {checkpoint.key_path(settings)} is missing")
+        checkpoint.check_signature(public, newest)
+    return newest
+
+
+class _Upto:
+    """The checkpoints in order, handed out up to a record seq at a time (from a thread)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._stream = anchors.checkpoints(settings)
+        self._next: checkpoint.Checkpoint | None = None
+
+    def take(self, upto_seq: float) -> list[checkpoint.Checkpoint]:
+        taken: list[checkpoint.Checkpoint] = []
+        while True:
+            if self._next is None:
+                self._next = next(self._stream, None)
+                if self._next is None:
+                    return taken
+            if self._next.seq > upto_seq:
+                return taken
+            taken.append(self._next)
+            self._next = None
+
+
 async def verify_chain(db: Database, settings: Settings) -> ChainReport:
-    """Re-check every record's hash and link, and hold the log against the signed checkpoint."""
-    # Hold the writers' lock, so a checkpoint being written (its key created an instant before
-    # it) is never mistaken for a removed one.
-    fd = await trio.to_thread.run_sync(checkpoint.lock_writers, settings)
+    """Re-check every record's hash and link, the chain of signed checkpoints, and every
+    checkpoint against the record it names; a log with records and no checkpoint is not anchored."""
+    # Hold the writers' lock, so a checkpoint being written is never taken for a broken one.
+    fd = await trio.to_thread.run_sync(anchors.lock_writers, settings)
     try:
         return await _verify_chain(db, settings)
     finally:
@@ -63,82 +101,81 @@ async def verify_chain(db: Database, settings: Settings) -> ChainReport:
 
 async def _verify_chain(db: Database, settings: Settings) -> ChainReport:
     try:
-        anchor = await trio.to_thread.run_sync(checkpoint.read_checkpoint, settings)
+        newest = await trio.to_thread.run_sync(_survey, settings)
     except checkpoint.CheckpointInvalid as exc:
         return ChainReport(ok=False, count=0, first_bad=BadRecord(0, str(exc)))
+    head = newest.seq if newest else None
+    stream = _Upto(settings)
     walker = ChainWalker()
-    checked_anchor = anchor is None
     while True:
         rows = await db.run(store.rows_after, walker.last_seq, _BATCH)
         if not rows:
             break
+        due: dict[int, list[checkpoint.Checkpoint]] = {}
+        for anchor in await trio.to_thread.run_sync(stream.take, rows[-1].seq):
+            due.setdefault(anchor.seq, []).append(anchor)
         for row in rows:
             bad = walker.feed(row)
             if bad is not None:
-                return ChainReport(False, walker.count, bad, anchor.seq if anchor else None)
-            if anchor is not None and row.seq == anchor.seq:
-                checked_anchor = True
-                if row.hash != anchor.hash:
-                    bad = BadRecord(
-                        row.seq,
-                        f"record {row.seq} differs from the signed checkpoint "
-                        "(records up to it were rewritten)",
-                    )
-                    return ChainReport(False, walker.count, bad, anchor.seq)
-    if anchor is not None and not checked_anchor:
-        bad = BadRecord(
-            walker.last_seq + 1,
-            f"records {walker.last_seq + 1} to {anchor.seq} are missing "
-            f"(the signed checkpoint holds {anchor.seq} records, the log {walker.last_seq})",
-        )
-        return ChainReport(False, walker.count, bad, anchor.seq)
-    if anchor is None and walker.count > 0 and await trio.to_thread.run_sync(
-        checkpoint.signing_key_exists, settings
-    ):
-        # the service signs a checkpoint after its appends; a key without one means it was removed
-        bad = BadRecord(0, f"the signed checkpoint {checkpoint.checkpoint_path(settings)} is missing")
-        return ChainReport(False, walker.count, bad, None)
-    return ChainReport(True, walker.count, None, anchor.seq if anchor else None)
+                return ChainReport(False, walker.count, bad, head)
+            for anchor in due.get(row.seq, ()):
+                if anchor.hash != row.hash:
+                    bad = BadRecord(row.seq, f"record {row.seq} differs from signed checkpoint {anchor.n} "
+                                             "(records up to it were rewritten)")
+                    return ChainReport(False, walker.count, bad, head)
+    beyond = await trio.to_thread.run_sync(stream.take, float("inf"))
+    if beyond:
+        last = beyond[-1]
+        bad = BadRecord(walker.last_seq + 1,
+                        f"records {walker.last_seq + 1} to {last.seq} are missing "
+                        f"(signed checkpoint {last.n} holds {last.seq} records, the log {walker.last_seq})")
+        return ChainReport(False, walker.count, bad, head)
+    if newest is None and walker.count > 0:
+        where = ", ".join(str(p) for p in settings.audit_anchors)
+        bad = BadRecord(0, f"{walker.count} records and no signed checkpoint in {where} "
+                           "(the audit service anchors the log after its appends; CLEARCARD_AUDIT_ANCHORS)")
+        return ChainReport(False, walker.count, bad, None, anchored=False)
+    return ChainReport(True, walker.count, None, head)
 
 
 async def advance_checkpoint(db: Database, settings: Settings) -> int | None:
-    """Move the signed checkpoint to the chain's head, only over rows that check out.
+    """Sign the chain's head as the next checkpoint, only over rows that check out.
 
-    Returns the new checkpoint seq (None if unchanged). A chain that does not extend the last
+    Returns the new checkpoint's seq (None if unchanged). A chain that does not extend the last
     checkpoint is never signed: that would launder a rewrite.
     """
-    fd = await trio.to_thread.run_sync(checkpoint.lock_writers, settings)
+    fd = await trio.to_thread.run_sync(anchors.lock_writers, settings)
     try:
+        key = await trio.to_thread.run_sync(checkpoint.load_or_create_key, settings)
         try:
-            anchor = await trio.to_thread.run_sync(checkpoint.read_checkpoint, settings)
+            last = await trio.to_thread.run_sync(anchors.newest, settings, key.public_key())
         except checkpoint.CheckpointInvalid as exc:
             log.error("audit checkpoint not advanced", reason=str(exc))
             return None
         walker = ChainWalker()
-        if anchor is not None:
-            if await db.run(store.hash_at, anchor.seq) != anchor.hash:
+        if last is not None:
+            if await db.run(store.hash_at, last.seq) != last.hash:
                 log.error("audit checkpoint not advanced: the log differs at the checkpoint",
-                          checkpoint_seq=anchor.seq)
+                          checkpoint_seq=last.seq)
                 return None
-            walker = ChainWalker(anchor.seq, anchor.hash)
+            walker = ChainWalker(last.seq, last.hash)
         bad = await _walk(db, walker)
         if bad is not None:
-            log.error("audit checkpoint not advanced: the chain is broken",
-                      seq=bad.seq, reason=bad.reason)
+            log.error("audit checkpoint not advanced: the chain is broken", seq=bad.seq, reason=bad.reason)
             return None
-        if walker.last_seq == (anchor.seq if anchor else 0):
+        if walker.last_seq == (last.seq if last else 0):
             return None
-        await trio.to_thread.run_sync(
-            checkpoint.write_checkpoint, settings, walker.last_seq, walker.last_hash
-        )
+        signed = checkpoint.sign_next(key, last, walker.last_seq, walker.last_hash)
+        await trio.to_thread.run_sync(anchors.append, settings, signed, key.public_key().public_bytes_raw())
         return walker.last_seq
     finally:
         os.close(fd)
 
 
-async def export(db: Database, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Every record (at or after `since`), oldest first, as JSON-ready dicts (one per JSON line)."""
-    return await db.run(store.select_records, since=since)
+async def export(db: Database, since: datetime | None = None, *,
+                 scope: AuditScope | None = None) -> list[dict[str, Any]]:
+    """Every record (at or after `since`, within `scope`), oldest first, as JSON-ready dicts."""
+    return await db.run(store.select_records, since=since, scope=scope)
 
 
 async def search(
@@ -151,8 +188,9 @@ async def search(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
+    scope: AuditScope | None = None,
 ) -> list[dict[str, Any]]:
-    """Records matching every given filter (time range is [since, until)), oldest first."""
+    """Records matching every given filter (time range is [since, until)) within `scope`, oldest first."""
     return await db.run(
         store.select_records,
         request_id=request_id,
@@ -162,6 +200,7 @@ async def search(
         since=since,
         until=until,
         limit=limit,
+        scope=scope,
     )
 
 

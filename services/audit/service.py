@@ -8,7 +8,7 @@ from functools import partial
 import trio
 
 from services.audit import store
-from services.audit.log import ChainReport, advance_checkpoint, export, search, verify_chain
+from services.audit.log import AuditScope, ChainReport, advance_checkpoint, export, search, verify_chain
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
 from shared.bus.topology import AUDIT, topology_for
@@ -19,9 +19,10 @@ from shared.messages.codec import decode
 from shared.outages import keep_running, until_available
 
 # the CLI and console import the log functions from here too
-__all__ = ["ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
+__all__ = ["AuditScope", "ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
 
 MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
+ANCHOR_EVERY = 5.0  # seconds: the most that a truncation of the newest records can go unnoticed
 
 _TEXT_FIELDS = ("record_id", "service", "subject", "action", "request_id", "device_id",
                 "branch_id", "outcome", "error_code", "trace_id")
@@ -48,6 +49,24 @@ def storable(record: AuditRecord) -> AuditRecord:
     return record
 
 
+def attested(delivery: Delivery) -> AuditRecord:
+    """The record with service, subject and time taken from the sender's verified identity.
+
+    A service vouches for what it reports, not for who it claims to be: a record is stored under
+    the service that signed it (a component such as the device registry reports under the
+    process it runs in: the console or the command line), and a body naming another subject
+    than the signed one keeps that claim in `detail.claimed_subject` for whoever reads the log.
+    """
+    record = decode(AuditRecord, delivery.body)
+    sender = delivery.sender
+    if sender is None:
+        raise Reject("an audit record without a verified service identity")
+    subject = sender.subject if sender.subject is not None else sender.service
+    detail = record.detail if record.subject == subject else {**record.detail, "claimed_subject": record.subject}
+    return storable(record.model_copy(update={"service": sender.service, "subject": subject, "at": sender.at,
+                                              "detail": detail}))
+
+
 async def handle_record(db: Database, settings: Settings, delivery: Delivery) -> None:
     """Append one record (a redelivered record_id is stored once), then re-anchor the head."""
     if await append_record(db, delivery):
@@ -56,8 +75,7 @@ async def handle_record(db: Database, settings: Settings, delivery: Delivery) ->
 
 async def append_record(db: Database, delivery: Delivery) -> bool:
     """Append one record; False when that record_id was already stored."""
-    record = storable(decode(AuditRecord, delivery.body))
-    return await db.run(store.append_record, record) is not None
+    return await db.run(store.append_record, attested(delivery)) is not None
 
 
 class Batcher:
@@ -103,14 +121,16 @@ class Batcher:
 
 
 class Anchoring:
-    """Re-signs the checkpoint after appends, at most every `interval` seconds.
+    """Signs the next checkpoint after appends: at once after a quiet spell, then at most every
+    `interval` seconds, and once more when the service stops.
 
-    Signing and fsyncing the checkpoint on every append made the audit log the slowest part of
-    a clear; records appended since the last signature are still hash-chained and are anchored
-    within `interval` (and at start-up after a crash).
+    Signing and fsyncing a checkpoint in every anchor location on every append made the audit
+    log the slowest part of a clear, and would grow the anchors by a line per record; records
+    appended since the last checkpoint are hash-chained and anchored within `interval` (and at
+    start-up after a crash).
     """
 
-    def __init__(self, db: Database, settings: Settings, interval: float = 0.5) -> None:
+    def __init__(self, db: Database, settings: Settings, interval: float = ANCHOR_EVERY) -> None:
         self._db = db
         self._settings = settings
         self._interval = interval
@@ -121,12 +141,17 @@ class Anchoring:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            await self._pending.wait()
-            self._pending = trio.Event()
-            # a database outage only delays the signature: the appends are hash-chained already
-            await until_available("audit anchoring", advance_checkpoint, self._db, self._settings)
-            await trio.sleep(self._interval)
+        try:
+            while True:
+                await self._pending.wait()
+                self._pending = trio.Event()
+                # a database outage only delays the signature: the appends are hash-chained already
+                await until_available("audit anchoring", advance_checkpoint, self._db, self._settings)
+                await trio.sleep(self._interval)
+        finally:
+            if self._pending.is_set():  # anchor what the last interval appended before stopping
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await advance_checkpoint(self._db, self._settings)
 
 
 async def run_audit(
@@ -144,7 +169,7 @@ async def run_audit(
     batcher = Batcher(db)
 
     async def handle(delivery: Delivery) -> None:
-        if await batcher.append(storable(decode(AuditRecord, delivery.body))):
+        if await batcher.append(attested(delivery)):
             anchoring.appended()
 
     handler = traced("audit", AUDIT.name, handle)

@@ -20,6 +20,14 @@ _SELECT = f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM audit_log"
 
 
 @dataclass(frozen=True)
+class AuditScope:
+    """What a branch-scoped reader may see: records of these branches or of these devices."""
+
+    branches: tuple[str, ...]
+    device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Appended:
     seq: int
     hash: str
@@ -124,8 +132,9 @@ async def select_records(
     branch_id: str | None = None,
     subject: str | None = None,
     limit: int | None = None,
+    scope: AuditScope | None = None,
 ) -> list[dict[str, Any]]:
-    """Records matching every given filter, oldest (lowest seq) first."""
+    """Records matching every given filter (and within `scope`), oldest (lowest seq) first."""
     clauses: list[str] = []
     args: list[Any] = []
     for column, op, value in (
@@ -139,6 +148,9 @@ async def select_records(
         if value is not None:
             args.append(value)
             clauses.append(f"{column} {op} ${len(args)}")
+    if scope is not None:
+        args.extend([list(scope.branches), list(scope.device_ids)])
+        clauses.append(f"(branch_id = ANY(${len(args) - 1}::text[]) OR device_id = ANY(${len(args)}::text[]))")
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     tail = ""
     if limit is not None:

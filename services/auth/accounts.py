@@ -14,9 +14,9 @@ import asyncpg
 import trio
 
 from services.auth import credentials as cred
-from services.auth import revocation
 from services.auth.auditing import AuditSink
-from services.auth.roles import ALL_BRANCHES, PERSON_ROLES, SERVICE_ROLES, Role
+from shared.authz.revocations import revoke_subject
+from shared.authz.roles import ALL_BRANCHES, PERSON_ROLES, SERVICE_ROLES, Role
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 
@@ -137,7 +137,7 @@ async def set_password(db: Database, audit: AuditSink, *, actor: str, username: 
         await _require(conn, username)
         await conn.execute("UPDATE auth_accounts SET password_hash = $2, updated_at = now() WHERE username = $1",
                            username, password_hash)
-        await revocation.revoke_subject(conn, username, reason="password set", revoked_by=actor)
+        await revoke_subject(conn, username, reason="password set", revoked_by=actor)
 
     await db.run(update)
     await audit(action="auth.password_set", subject=actor, outcome="ok", detail={"username": username})
@@ -177,7 +177,7 @@ async def reset_password(db: Database, audit: AuditSink, *, reset_token: str, pa
         await conn.execute(
             "UPDATE auth_accounts SET password_hash = $2, failed_logins = 0, locked_until = NULL, "
             "updated_at = now() WHERE username = $1", username, password_hash)
-        await revocation.revoke_subject(conn, username, reason="password reset", revoked_by=username)
+        await revoke_subject(conn, username, reason="password reset", revoked_by=username)
         return str(username)
 
     username = await db.run(consume)
@@ -225,7 +225,7 @@ async def set_disabled(db: Database, audit: AuditSink, *, actor: str, username: 
         await conn.execute("UPDATE auth_accounts SET disabled = $2, updated_at = now() WHERE username = $1",
                            username, disabled)
         if disabled:
-            await revocation.revoke_subject(conn, username, reason="account disabled", revoked_by=actor)
+            await revoke_subject(conn, username, reason="account disabled", revoked_by=actor)
 
     await db.run(update)
     await audit(action="auth.account_disabled" if disabled else "auth.account_enabled", subject=actor,

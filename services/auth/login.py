@@ -15,8 +15,8 @@ import trio
 from services.auth import credentials as cred
 from services.auth.accounts import utc_now
 from services.auth.auditing import AuditSink, DirectAudit
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 
@@ -32,15 +32,24 @@ async def _account(conn: asyncpg.Connection, username: str) -> asyncpg.Record | 
         "failed_logins, locked_until FROM auth_accounts WHERE username = $1", username)
 
 
-async def _failed(conn: asyncpg.Connection, username: str, now: datetime) -> tuple[int, datetime | None]:
-    """Count one more consecutive failure atomically and lock the account if that is one too many."""
-    failures = int(await conn.fetchval(
+async def _claim_attempt(conn: asyncpg.Connection, username: str, now: datetime) -> tuple[int, datetime | None] | None:
+    """Count this attempt as a failure before its password is checked, and lock the account at once
+    if that makes one too many; None if the account is locked or disabled.
+
+    The UPDATE holds the row until the transaction commits, so parallel attempts take turns
+    here: each sees the count and lock of the ones before it, and no more than the lockout
+    threshold of guesses is ever checked, however many arrive at once. A success resets it.
+    """
+    failures = await conn.fetchval(
         "UPDATE auth_accounts SET failed_logins = failed_logins + 1, updated_at = now() "
-        "WHERE username = $1 RETURNING failed_logins", username))
-    until = cred.lock_until(failures, now)
+        "WHERE username = $1 AND NOT disabled AND (locked_until IS NULL OR locked_until <= $2) "
+        "RETURNING failed_logins", username, now)
+    if failures is None:
+        return None
+    until = cred.lock_until(int(failures), now)
     if until is not None:
         await conn.execute("UPDATE auth_accounts SET locked_until = $2 WHERE username = $1", username, until)
-    return failures, until
+    return int(failures), until
 
 
 async def _succeeded(conn: asyncpg.Connection, username: str, totp_step: int | None, rehash: str | None) -> bool:
@@ -74,18 +83,24 @@ async def login(db: Database, keys: KeyRing, username: str, password: str, totp:
         raise await refuse("failed", "unknown account")
     if row["disabled"]:
         raise await refuse("refused", "account disabled", "This account is disabled.")
-    if row["locked_until"] is not None and row["locked_until"] > now:
+    claim = await db.run(_claim_attempt, username, now)
+    if claim is None:
+        row = await db.run(_account, username)
+        if row is None or row["disabled"]:
+            raise await refuse("refused", "account disabled", "This account is disabled.")
         until = row["locked_until"]
+        if until is None:  # unlocked a moment ago
+            raise await refuse("failed", "lock lifted meanwhile", "Please try again.")
         when = "until an admin unlocks it" if until.year == 9999 else f"until {until.isoformat()}"
         raise await refuse("refused", "account locked", f"This account is locked {when}.",
                            locked_until=until.isoformat())
+    failures, until = claim
     ok = await trio.to_thread.run_sync(cred.verify_password, row["password_hash"], password)
     step: int | None = None
     if ok and totp is not None:
         step = cred.totp_step(row["totp_secret"], totp, now, row["totp_last_step"]) if row["totp_secret"] else None
         ok = step is not None
     if not ok:
-        failures, until = await db.run(_failed, username, now)
         reason = "wrong password" if step is None and totp is None else "wrong password or TOTP code"
         error = await refuse("failed", reason, failures=failures)
         if until is not None:

@@ -12,10 +12,8 @@ from typing import Any
 
 import trio
 
-from services.auth.decide import authorize, subject_of
-from services.auth.revocation import RevocationList
-from services.auth.tokens import KeyRing
 from shared import audit, telemetry
+from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced, with_last_words
 from shared.bus.topology import AUTH_REQUESTS, CLEAR_AUTHORIZED, COMMANDS, topology_for
@@ -48,9 +46,8 @@ async def reject(bus: Bus, delivery: Delivery, request_id: str, error: Error, su
     await publish_event(bus, event, reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
 
 
-async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery, *, db: Database | None = None,
-                         revocations: RevocationList | None = None) -> None:
-    """Decide one clear request (with `db` and `revocations`, revoked tokens are refused too)."""
+async def handle_request(bus: Bus, authorizer: Authorizer, delivery: Delivery) -> None:
+    """Decide one clear request (token, revocations, role, branch, second factor)."""
     try:
         request = decode(ClearRequest, delivery.body)
     except DecodeError as exc:
@@ -66,12 +63,10 @@ async def handle_request(bus: Bus, keys: KeyRing, delivery: Delivery, *, db: Dat
                      "unknown")
         return
     try:
-        if revocations is not None and db is not None:
-            await revocations.refresh(db)
-        principal = authorize(keys, delivery.headers, request, revoked=revocations)
+        principal = await authorizer.decide_request(delivery.headers, request)
     except ClearCardError as exc:
         await reject(bus, delivery, request.request_id, Error.of(exc.code, exc.message),
-                     subject_of(keys, delivery.headers), request.branch_id)
+                     authorizer.subject_of(delivery.headers), request.branch_id)
         return
     await audit.record(
         bus, service=SERVICE, subject=principal.subject, action="clear.authorized",
@@ -92,11 +87,11 @@ async def run_auth(bus: Bus, db: Database, settings: Settings, *,
     """Serve the auth queue until cancelled."""
     keys = KeyRing(settings.keys_dir)
     keys.signing_key()  # make sure a key pair exists before the first request
-    revocations = RevocationList()
+    authorizer = Authorizer(keys, db)
     await bus.declare(topology_for(AUTH_REQUESTS))
 
     async def handler(delivery: Delivery) -> None:
-        await handle_request(bus, keys, delivery, db=db, revocations=revocations)
+        await handle_request(bus, authorizer, delivery)
 
     async def last_words(delivery: Delivery, exc: BaseException) -> None:
         await reject_given_up(bus, SERVICE, delivery, exc)

@@ -56,7 +56,10 @@ class _Restored:
 
     def open(self, part: str) -> TextIO:
         self.written.append(part)
-        return open(self._tmp(part), "w", encoding="utf-8")
+        # a taxpayer's invoices in clear: readable by this account only (the rename keeps the
+        # mode), and never written through a link planted under the temporary name
+        fd = os.open(self._tmp(part), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8")
 
     def small(self, part: str, value: Any) -> None:
         with self.open(part) as out:
@@ -103,7 +106,7 @@ def restore_first_intact(
     A problem with a copy moves on to the next; an OSError is the target folder's and stops.
     """
     created = not to_dir.exists()
-    to_dir.mkdir(parents=True, exist_ok=True)
+    to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     seen: list[storage.CopyStatus] = []
     for location in locations:
         try:

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.console import routes_admin, routes_clears, routes_dlq, routes_fleet, routes_ops, routes_registry
 from services.console.context import ConsoleContext
+from services.console.headers import SecurityHeaders
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
 from shared.outages import OUTAGE_ERRORS
@@ -111,4 +112,5 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
         return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
 
     app.add_middleware(CountRequests)
+    app.add_middleware(SecurityHeaders)
     return app

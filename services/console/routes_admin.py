@@ -6,20 +6,22 @@ import importlib
 import inspect
 import json
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from services.audit.service import export, search, verify_chain
-from services.auth.roles import Role
-from services.auth.tokens import DEFAULT_TTL, MAX_TTL, Principal
+from services.audit.service import AuditScope, export, search, verify_chain
 from services.backup.service import list_backups, restore_backup, verify_backup
 from services.console.context import ConsoleContext, context
+from services.console.restore import restore_target
 from services.console.security import Can, branch_filter, capabilities, check_branch, require
+from shared import audit
+from shared.authz import Principal, Role
+from shared.authz.delegation import SERVICE_MAX_TTL, Grant, delegate
+from shared.authz.tokens import DEFAULT_TTL
 from shared.errors import ClearCardError, ErrorCode
 
 router = APIRouter(prefix="/api", tags=["administration"])
@@ -64,15 +66,25 @@ class TokenRequest(BaseModel):
     subject: str = Field(min_length=1, max_length=128)
     role: Role
     branches: list[str] = Field(min_length=1, max_length=1000)
-    ttl: int = Field(DEFAULT_TTL, ge=1, le=MAX_TTL)
+    kind: Literal["person", "service"] = Field("service", description="who will hold it: a service (script, "
+                                               "ERP connector) or a person; the rules of that kind apply")
+    ttl: int = Field(DEFAULT_TTL, ge=1, le=SERVICE_MAX_TTL,
+                     description="seconds: at most 8 hours for a person, 7 days for a service")
 
 
-@router.post("/tokens", summary="Issue a bearer token (as `clearcard token issue`)")
+@router.post("/tokens", summary="Issue a bearer token for a service or a person (admin with TOTP; audited)")
 async def issue_token(body: TokenRequest, ctx: ConsoleContext = Depends(context),
-                      who: Principal = Depends(require(Can.ADMIN))) -> dict[str, str]:
-    for branch in body.branches:
-        check_branch(who, branch)
-    return {"token": ctx.keys.issue(body.subject, body.role, body.branches, ttl=body.ttl)}
+                      who: Principal = Depends(require(Can.ADMIN))) -> dict[str, Any]:
+    # never more than the issuer has: role, branches, no second factor, lifetime capped by kind
+    token = delegate(ctx.keys, who, Grant(body.subject, body.role, tuple(body.branches), body.kind, body.ttl))
+    issued = ctx.keys.verify(token)
+    # audited (and confirmed by the broker) before anyone sees the token
+    await audit.record(ctx.bus, service="console", subject=who.subject, action="auth.token_issued",
+                       record_id=f"token-issued:{issued.token_id}", outcome="ok",
+                       detail={"token_id": issued.token_id, "token_subject": issued.subject, "kind": body.kind,
+                               "role": str(issued.role), "branches": list(issued.branches), "ttl": body.ttl,
+                               "expires_at": issued.expires_at, "issuer_token_id": who.token_id})
+    return {"token": token, "token_id": issued.token_id, "expires_at": issued.expires_at}
 
 
 @router.get("/audit", summary="Search the audit log (oldest first)")
@@ -82,15 +94,17 @@ async def audit_search(
     limit: int = Query(500, ge=1, le=10_000),
     ctx: ConsoleContext = Depends(context), who: Principal = Depends(require(Can.AUDIT)),
 ) -> list[dict[str, Any]]:
+    if branch_id is not None:
+        check_branch(who, branch_id)
     return await search(ctx.db, request_id=request_id, device_id=device_id, branch_id=branch_id,
-                        subject=subject, since=since, until=until, limit=limit)
+                        subject=subject, since=since, until=until, limit=limit, scope=await _audit_scope(ctx, who))
 
 
 @router.get("/audit/export", summary="The audit log as JSON Lines, oldest first (as `clearcard audit export`)",
             response_class=Response, responses={200: {"content": {"application/x-ndjson": {}}}})
 async def audit_export(since: datetime | None = None, ctx: ConsoleContext = Depends(context),
                        who: Principal = Depends(require(Can.AUDIT))) -> Response:
-    records = await export(ctx.db, since)
+    records = await export(ctx.db, since, scope=await _audit_scope(ctx, who))
     lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
     return Response(lines, media_type="application/x-ndjson")
 
@@ -98,18 +112,31 @@ async def audit_export(since: datetime | None = None, ctx: ConsoleContext = Depe
 @router.get("/audit/verify", summary="Check the audit chain (as `clearcard audit verify`)")
 async def audit_verify(ctx: ConsoleContext = Depends(context),
                        who: Principal = Depends(require(Can.AUDIT))) -> dict[str, Any]:
+    # the chain spans every branch: its length alone tells of other branches' activity
+    if branch_filter(who) is not None:
+        raise ClearCardError(ErrorCode.PERMISSION_DENIED, "Checking the whole audit chain needs an every-branch token.")
     report = await verify_chain(ctx.db, ctx.settings)
     return {"ok": report.ok, "count": report.count, "checkpoint_seq": report.checkpoint_seq,
             "result": report.describe()}
 
 
-async def _backup_scope(ctx: ConsoleContext, who: Principal) -> set[str] | None:
-    """Device ids a branch-scoped caller may see backups of (None: every device)."""
+async def _devices_of(ctx: ConsoleContext, branches: set[str]) -> set[str]:
+    rows = await ctx.db.fetch("SELECT device_id FROM devices WHERE branch_id = ANY($1::text[])", sorted(branches))
+    return {r["device_id"] for r in rows}
+
+
+async def _audit_scope(ctx: ConsoleContext, who: Principal) -> AuditScope | None:
+    """What a branch-scoped caller may read of the log: records of its branches or their devices."""
     branches = branch_filter(who)
     if branches is None:
         return None
-    rows = await ctx.db.fetch("SELECT device_id FROM devices WHERE branch_id = ANY($1::text[])", sorted(branches))
-    return {r["device_id"] for r in rows}
+    return AuditScope(branches=tuple(sorted(branches)), device_ids=tuple(sorted(await _devices_of(ctx, branches))))
+
+
+async def _backup_scope(ctx: ConsoleContext, who: Principal) -> set[str] | None:
+    """Device ids a branch-scoped caller may see backups of (None: every device)."""
+    branches = branch_filter(who)
+    return None if branches is None else await _devices_of(ctx, branches)
 
 
 @router.get("/backups", summary="Every backup (as `clearcard backup list --json`)")
@@ -137,14 +164,22 @@ async def backup_verify(backup_id: str, ctx: ConsoleContext = Depends(context),
 
 
 class RestoreRequest(BaseModel):
-    to: str = Field(min_length=1, description="a folder on the console's machine")
+    to: str = Field(min_length=1, max_length=1024,
+                    description="a folder under the console's restore root (CLEARCARD_RESTORE_ROOT); "
+                                "relative paths are taken from the root")
     force: bool = False
 
 
-@router.post("/backups/{backup_id}/restore", summary="Restore into a folder on the console's machine (admin)")
+@router.post("/backups/{backup_id}/restore",
+             summary="Restore into a folder under the restore root on the console's machine (admin with TOTP)")
 async def backup_restore(backup_id: str, body: RestoreRequest, ctx: ConsoleContext = Depends(context),
                          who: Principal = Depends(require(Can.ADMIN))) -> dict[str, str]:
-    where = await restore_backup(ctx.db, ctx.settings, backup_id, Path(body.to), force=body.force)
+    found = await _visible_backup(ctx, who, backup_id)
+    target = restore_target(ctx.settings.restore_root, body.to)
+    where = await restore_backup(ctx.db, ctx.settings, backup_id, target, force=body.force)
+    await audit.record(ctx.bus, service="console", subject=who.subject, action="backup.restored",
+                       device_id=found["device_id"], outcome="ok",
+                       detail={"backup_id": backup_id, "restored_to": str(where), "force": body.force})
     return {"backup_id": backup_id, "restored_to": str(where)}
 
 

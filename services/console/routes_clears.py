@@ -20,13 +20,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.audit.service import search
-from services.auth.decide import authorize
-from services.auth.tokens import Principal
 from services.console import fleet
 from services.console.context import ConsoleContext, context
 from services.console.events import EventHub, is_final
 from services.console.security import Can, bearer_scheme, check_branch, require
 from shared import metrics
+from shared.authz import Principal, action_of, permit
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import BranchId, DeviceId, InvoiceType, Period, RequestId
@@ -67,7 +66,7 @@ async def submit(
     request = ClearRequest.model_validate({**body.model_dump(), "request_id": body.request_id or new_request_id()})
     assert credentials is not None  # `require` verified it
     headers = {"authorization": f"Bearer {credentials.credentials}"}
-    authorize(ctx.keys, headers, request)  # the auth service's own decision, answered here at once
+    permit(who, action_of(request), request.branch_id)  # the auth service's own decision, answered here at once
     ctx.hub.note_branch(request.request_id, request.branch_id)
     metrics.CLEAR_REQUESTS_SUBMITTED.labels(request.mode, str(request.preview).lower()).inc()
     with ctx.hub.subscribe(request.request_id) as (_, events):

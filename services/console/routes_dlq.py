@@ -7,10 +7,12 @@ from typing import Any, cast
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from services.auth.tokens import Principal
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, require
 from shared import audit
+from shared.authz import Principal
+from shared.authz.identity import IdentifiedBus
+from shared.authz.vouchers import vouch
 from shared.bus import dead_letters
 from shared.errors import ClearCardError, ErrorCode
 
@@ -57,8 +59,14 @@ async def show_dead_letters(queue: str, limit: int = Query(20, ge=1, le=1000),
 @router.post("/{queue}/replay", summary="Send dead letters back to their queue (same message ids)")
 async def replay_dead_letters(queue: str, body: Replay, ctx: ConsoleContext = Depends(context),
                               who: Principal = Depends(require(Can.ADMIN))) -> dict[str, Any]:
-    letters = await dead_letters.replay(_tools(ctx), queue, replayed_by=who.subject, limit=body.limit,
-                                        message_ids=set(body.message_ids) if body.message_ids is not None else None)
+    tools = _tools(ctx)
+    signed = ctx.bus if isinstance(ctx.bus, IdentifiedBus) else None  # the console's own view of the bus
+    # each message goes out as its sender signed it, with the console's voucher for the replay
+    letters = await dead_letters.replay(
+        tools, queue, replayed_by=who.subject, limit=body.limit,
+        message_ids=set(body.message_ids) if body.message_ids is not None else None,
+        publisher=signed.unsigned if signed else None,
+        seal=(lambda q, headers: vouch(signed.identity, "replay", q, headers)) if signed else None)
     replayed = [x.message_id for x in letters]
     await _audit(ctx, who, "dlq.replay", {"queue": dead_letters.work_queue_of(queue), "message_ids": replayed})
     return {"queue": dead_letters.work_queue_of(queue), "replayed": replayed}

@@ -8,11 +8,11 @@ import trio
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from services.auth.tokens import Principal
 from services.console import digital, fleet
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, branch_filter, capabilities, check_branch, principal, require
 from shared import audit
+from shared.authz import Principal
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.base import Period

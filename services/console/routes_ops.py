@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
 import trio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -9,12 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.console import metrics_view
 from services.console.context import ConsoleContext, context
+from services.console.readings import CachedReading
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import DEFAULT
 
 router = APIRouter(tags=["operations"])
 
 READY_TIMEOUT = 3.0
+READY_EVERY = 5.0  # seconds a readiness reading is reused (services/console/readings.py)
 # A routing key no queue has: the default exchange drops it, but the broker still confirms it,
 # which proves the connection and channel work end to end.
 PROBE_KEY = "clearcard.readyz.probe"
@@ -41,10 +47,21 @@ async def _db_ready(ctx: ConsoleContext) -> bool:
     return False
 
 
-@router.get("/readyz", summary="The broker and the database are reachable",
+async def _checks(ctx: ConsoleContext) -> dict[str, bool]:
+    return {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+
+
+def _reading(ctx: ConsoleContext, name: str, read: Callable[[], Awaitable[Any]], every: float) -> CachedReading[Any]:
+    reading = ctx.readings.get(name)
+    if reading is None:
+        reading = ctx.readings[name] = CachedReading(read, every)
+    return reading
+
+
+@router.get("/readyz", summary="The broker and the database are reachable (checked at most every 5 s)",
             responses={503: {"description": "the broker or the database is not reachable"}})
 async def readyz(ctx: ConsoleContext = Depends(context)) -> JSONResponse:
-    checks = {"database": await _db_ready(ctx), "broker": await _bus_ready(ctx.bus)}
+    checks = await _reading(ctx, "ready", partial(_checks, ctx), READY_EVERY).get()
     ok = all(checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready",
                          "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()}},

@@ -1,8 +1,9 @@
-"""Bearer tokens on HTTP: the same tokens, roles and branch scopes as on the bus.
+"""Bearer tokens on HTTP: the same decision as on the bus (shared/authz), for every /api route.
 
 A token from `clearcard token issue` (or from `/api/login`) goes in `Authorization: Bearer`.
-The roles table is services/auth/roles.py; what the console adds (backups, digital-invoice
-confirmations, issuing tokens) is mapped here onto the same roles.
+Every route's dependency verifies it, refuses it once revoked (revocations are read before
+each decision), and applies the role, branch scope and second-factor rule of shared/authz:
+what a console caller may do (`Can`) is an action of the one roles table.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from enum import StrEnum
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.auth.roles import ALL_BRANCHES, Action, Role, covers, permits
-from services.auth.tokens import Principal, bearer
 from services.console.context import ConsoleContext, context
+from shared.authz import ALL_BRANCHES, Action, Principal, Role, covers, permit, permits
 from shared.errors import ClearCardError, ErrorCode
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A ClearCard access token (`clearcard token issue` or "
@@ -23,7 +23,7 @@ bearer_scheme = HTTPBearer(auto_error=False, description="A ClearCard access tok
 
 
 class Can(StrEnum):
-    """What a console caller may do; each maps onto contract roles."""
+    """What a console caller may do; each is an action of shared/authz's roles table."""
 
     STATUS = "status.read"
     CLEAR_AUTO = "clear.auto"
@@ -33,24 +33,19 @@ class Can(StrEnum):
     AUDIT = "audit.read"
     BACKUPS = "backup.read"
     DIGITAL_CONFIRM = "digital.confirm"
-    ADMIN = "admin"  # issue tokens, seed digital taxpayers, plug emulated devices
+    ADMIN = "admin"  # issue tokens, restore backups, seed digital taxpayers, plug emulated devices
 
 
-_ROLES_BEYOND_AUTH: dict[Can, frozenset[Role]] = {
-    Can.BACKUPS: frozenset({Role.ADMIN, Role.OPERATOR}),
-    Can.DIGITAL_CONFIRM: frozenset({Role.ADMIN, Role.OPERATOR}),
-    Can.ADMIN: frozenset({Role.ADMIN}),
+ACTION: dict[Can, Action] = {
+    Can.STATUS: Action.STATUS, Can.CLEAR_AUTO: Action.CLEAR_AUTO, Can.CLEAR_MANUAL: Action.CLEAR_MANUAL,
+    Can.PREVIEW: Action.PREVIEW, Can.FOLLOW: Action.CLEAR_FOLLOW, Can.AUDIT: Action.AUDIT_READ,
+    Can.BACKUPS: Action.BACKUP_READ, Can.DIGITAL_CONFIRM: Action.DIGITAL_CONFIRM, Can.ADMIN: Action.ADMIN,
 }
-_FOLLOWERS = (Action.STATUS, Action.CLEAR_AUTO, Action.PREVIEW)
 
 
 def allowed(role: Role, can: Can) -> bool:
     """True if `role` may do `can` (on its branches)."""
-    if can in _ROLES_BEYOND_AUTH:
-        return role in _ROLES_BEYOND_AUTH[can]
-    if can is Can.FOLLOW:
-        return any(permits(role, a) for a in _FOLLOWERS)
-    return permits(role, Action(can.value))
+    return permits(role, ACTION[can])
 
 
 def capabilities(role: Role) -> list[str]:
@@ -62,18 +57,18 @@ async def principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
     ctx: ConsoleContext = Depends(context),
 ) -> Principal:
-    """The verified caller; AUTH_REQUIRED / AUTH_INVALID otherwise."""
+    """The verified caller, not revoked; AUTH_REQUIRED / AUTH_INVALID otherwise."""
     if credentials is None:
         raise ClearCardError(ErrorCode.AUTH_REQUIRED)
-    return ctx.keys.verify(bearer(f"{credentials.scheme} {credentials.credentials}"))
+    return await ctx.authorizer.identify(f"{credentials.scheme} {credentials.credentials}")
 
 
 def require(can: Can) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the caller, if their role may do `can`; PERMISSION_DENIED otherwise."""
+    """A dependency: the caller, if shared/authz lets them do `can` (role and, for manual clears and
+    administration, a TOTP login); PERMISSION_DENIED otherwise. Branches are checked per route."""
 
     async def check(who: Principal = Depends(principal)) -> Principal:
-        if not allowed(who.role, can):
-            raise ClearCardError(ErrorCode.PERMISSION_DENIED, f"Role {who.role} may not do {can.value}.")
+        permit(who, ACTION[can])
         return who
 
     return check

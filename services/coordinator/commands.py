@@ -8,13 +8,12 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from services.auth.roles import Action, covers, permits
-from services.auth.tokens import KeyRing, bearer
 from services.coordinator import fleet, outbox
 from services.coordinator import repository as repo
 from services.coordinator.clock import Clock, previous_period
 from services.coordinator.runner import Runner
 from shared import telemetry
+from shared.authz import Action, Authorizer, covers, permit
 from shared.bus.api import Delivery, Reject
 from shared.db import Database
 from shared.db.pool import claim_inbox
@@ -37,7 +36,7 @@ log = structlog.get_logger("clearcard.coordinator.commands")
 @dataclass(frozen=True)
 class Commands:
     db: Database
-    keys: KeyRing
+    authorizer: Authorizer
     runner: Runner
     clock: Clock
     on_staged: Callable[[], None] = lambda: None
@@ -54,15 +53,11 @@ class Commands:
     async def fleet_clear(self, delivery: Delivery, command: FleetClear) -> None:
         """Authorize, select the devices, and write every per-branch request in one transaction."""
         trace_id = telemetry.current_trace_id()
+        wanted = [b for b in command.filters.branches if b != "*"]
         try:
-            principal = self.keys.verify(bearer(delivery.headers.get("authorization")))
-            if not permits(principal.role, Action.CLEAR_AUTO):
-                raise ClearCardError(ErrorCode.PERMISSION_DENIED, f"Role {principal.role} may not clear.")
-            wanted = [b for b in command.filters.branches if b != "*"]
-            denied = [b for b in wanted if not covers(principal.branches, b)]
-            if denied:
-                raise ClearCardError(ErrorCode.PERMISSION_DENIED,
-                                     f"The token does not cover branch(es) {', '.join(denied)}.")
+            # '*' means every branch the token covers, so a branch-scoped token may ask for it
+            principal = await self.authorizer.decide_branches(
+                delivery.headers.get("authorization"), Action.CLEAR_AUTO, wanted)
         except ClearCardError as exc:
             await self._stage(command.fleet_id, FleetRejected(
                 request_id=command.fleet_id, trace_id=trace_id, error_code=exc.code, message=exc.message),
@@ -112,12 +107,11 @@ class Commands:
         trace_id = telemetry.current_trace_id()
         rid = command.request_id
         try:
-            principal = self.keys.verify(bearer(delivery.headers.get("authorization")))
+            principal = await self.authorizer.identify(delivery.headers.get("authorization"))
             request = await self.db.run(repo.find_request, rid)
             if request is None:
                 raise ClearCardError(ErrorCode.INVALID_REQUEST, f"No request {rid}.")
-            if not (permits(principal.role, Action.CLEAR_AUTO) and covers(principal.branches, request["branch_id"])):
-                raise ClearCardError(ErrorCode.PERMISSION_DENIED, "You may not cancel clears of this branch.")
+            permit(principal, Action.CLEAR_CANCEL, request["branch_id"])
         except ClearCardError as exc:
             await self._stage(rid, ClearCancelled(request_id=rid, trace_id=trace_id, accepted=False,
                                                   message=f"{exc.code}: {exc.message}"),

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
 from device_registry import store as registry_store
 from device_registry.registry import unknown_words
-from services.auth.decide import authorize, subject_of
-from services.auth.revocation import RevocationList
-from services.auth.tokens import KeyRing, Principal
 from services.coordinator import outbox
 from services.coordinator import repository as repo
 from services.coordinator.plan import build_plan, confirmation
 from services.coordinator.ports import Ports
 from services.coordinator.runner import Runner
 from shared import telemetry
+from shared.authz import Authorizer, Principal
 from shared.bus.api import Bus, Delivery
 from shared.db import Database
 from shared.db.pool import Connection
@@ -49,21 +47,19 @@ _REPLAYABLE: dict[str, type[Event]] = {
 class Intake:
     bus: Bus
     db: Database
-    keys: KeyRing
+    authorizer: Authorizer
     ports: Ports
     runner: Runner
     on_staged: Callable[[], None] = lambda: None
-    revocations: RevocationList = field(default_factory=RevocationList)
 
     async def handle(self, delivery: Delivery) -> None:
         """Handle one `clear.authorized` message (a DecodeError dead-letters it)."""
         request = decode(ClearRequest, delivery.body)
         try:
             # nothing trusts the network: the token is checked again, revocations included
-            await self.revocations.refresh(self.db)
-            principal = authorize(self.keys, delivery.headers, request, revoked=self.revocations)
+            principal = await self.authorizer.decide_request(delivery.headers, request)
         except ClearCardError as exc:
-            await self._answer(delivery, request, subject_of(self.keys, delivery.headers), ClearRejected(
+            await self._answer(delivery, request, self.authorizer.subject_of(delivery.headers), ClearRejected(
                 request_id=request.request_id, trace_id=telemetry.current_trace_id(),
                 error=Error.of(exc.code, exc.message)))
             return

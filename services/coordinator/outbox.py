@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 import trio
 
-from shared.audit import AUDIT_RECORD
+from shared.audit import AUDIT_RECORD, SUBJECT_HEADER
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import COMMANDS
 from shared.db import Database
@@ -54,7 +54,7 @@ def audit(*, service: str, subject: str, action: str, record_id: str, trace_id: 
     record = AuditRecord(record_id=record_id, service=service, subject=subject, action=action,
                          request_id=request_id, device_id=device_id, branch_id=branch_id,
                          outcome=outcome, error_code=error_code, trace_id=trace_id, detail=detail or {})
-    return OutgoingMessage(COMMANDS, AUDIT_RECORD, encode(record), record_id)
+    return OutgoingMessage(COMMANDS, AUDIT_RECORD, encode(record), record_id, {SUBJECT_HEADER: subject})
 
 
 async def _pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:

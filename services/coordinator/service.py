@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import trio
 
-from services.auth.tokens import KeyRing
 from services.coordinator.bureau_watch import BureauWatch
 from services.coordinator.clock import clock_for
 from services.coordinator.commands import Commands
@@ -17,6 +16,7 @@ from services.coordinator.ports import Ports, RetryPolicy
 from services.coordinator.runner import Runner
 from services.coordinator.scheduler import Scheduler
 from services.coordinator.topology import COORDINATOR_COMMANDS
+from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus, Delivery
 from shared.bus.middleware import traced, with_last_words
 from shared.bus.rpc import RpcClient
@@ -42,9 +42,11 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                       retry=RetryPolicy(attempts=config.retry_attempts))
         runner = Runner(bus, db, ports, config, on_staged=relay.wake)
         await nursery.start(keep_running, "device clears", runner.run)
-        keys = KeyRing(settings.keys_dir)
-        intake = Intake(bus, db, keys, ports, runner, on_staged=relay.wake)
-        commands = Commands(db, keys, runner, clock_for(settings), on_staged=relay.wake)
+        # one authorizer (and revocation list) for both queues: tokens are checked again here,
+        # revocations included, since nothing trusts the network
+        authorizer = Authorizer(KeyRing(settings.keys_dir), db)
+        intake = Intake(bus, db, authorizer, ports, runner, on_staged=relay.wake)
+        commands = Commands(db, authorizer, runner, clock_for(settings), on_staged=relay.wake)
         clock = clock_for(settings)
         scheduler = Scheduler(db, runner, clock, config, thresholds=settings.thresholds, on_staged=relay.wake)
         watch = BureauWatch(db, ports, clock, config, poke=runner.poke, on_staged=relay.wake)

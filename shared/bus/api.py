@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import trio
@@ -21,7 +22,12 @@ class Reject(Exception):
 
 class RetryLater(Exception):
     """Raised by a handler: something it depends on is away (a mail server, a peer's claim);
-    bring the message back after a while, as for a database or broker outage."""
+    bring the message back after a while, as for a database or broker outage. `headers` go
+    with the parked copy (a middleware's note to its later self, such as a voucher)."""
+
+    def __init__(self, reason: str, *, headers: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,15 @@ class Attempt:
     first_failure: float | None = None  # epoch seconds of its first failure
     budget_spent: bool = False  # an outage now dead-letters it
     last_delivery: bool = False  # a bug now dead-letters it
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The service that signed a message (shared/authz/identity.py), as verified on delivery."""
+
+    service: str
+    subject: str | None  # on whose behalf it acted, when the sender said so (audit records)
+    at: datetime  # when it signed the message
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Delivery:
     # how many times the broker handed this message out before (quorum queues count it)
     delivery_count: int = 0
     attempt: Attempt = field(default_factory=Attempt)
+    sender: Sender | None = None  # set once the service identity verified (never by a transport)
 
 
 Handler = Callable[[Delivery], Awaitable[None]]

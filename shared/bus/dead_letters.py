@@ -9,7 +9,7 @@ idempotent handler never applies it twice; only then is it removed from the dead
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -174,9 +174,16 @@ async def show(bus: DeadLetterBus, queue: str, *, limit: int = 50,
     return shown[:limit]
 
 
+Seal = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
 async def replay(bus: DeadLetterBus, queue: str, *, replayed_by: str, message_ids: set[str] | None = None,
-                 limit: int = 1000) -> list[DeadLetter]:
-    """Publish dead letters of a work queue to it again (all, or those with the given message ids)."""
+                 limit: int = 1000, publisher: Bus | None = None, seal: Seal | None = None) -> list[DeadLetter]:
+    """Publish dead letters of a work queue to it again (all, or those with the given message ids).
+
+    Each goes out as it was signed (through `publisher`, an unsigned transport), with what
+    `seal(queue, headers)` adds: the replaying tool's voucher (shared/authz/vouchers.py).
+    """
     queue = work_queue_of(queue)
     replayed: list[DeadLetter] = []
 
@@ -186,9 +193,11 @@ async def replay(bus: DeadLetterBus, queue: str, *, replayed_by: str, message_id
         letter = describe_letter(delivery, queue)
         headers = {**fresh_headers(delivery.headers), EXCHANGE: letter.exchange, ROUTING_KEY: letter.routing_key,
                    REPLAYED_BY: replayed_by}
-        headers.pop("x-clearcard-service", None)  # the replaying tool signs it anew
-        await bus.publish(DEFAULT, queue, delivery.body, message_id=delivery.message_id,
-                          correlation_id=delivery.correlation_id, reply_to=delivery.reply_to, headers=headers)
+        if seal is not None:
+            headers.update(seal(queue, headers))
+        await (publisher or bus).publish(DEFAULT, queue, delivery.body, message_id=delivery.message_id,
+                                         correlation_id=delivery.correlation_id, reply_to=delivery.reply_to,
+                                         headers=headers)
         replayed.append(letter)
         return True  # published again (confirmed): no longer a dead letter
 

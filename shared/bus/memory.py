@@ -241,7 +241,7 @@ class MemoryBus:
                                      "x-first-death-queue": q.name}))
 
     def _park(self, spec: QueueSpec, delivery: Delivery, settlement: Settlement) -> None:
-        headers = retry_headers(delivery, settlement.reason, self._clock())
+        headers = retry_headers(delivery, settlement.reason, self._clock(), settlement.headers)
         # back through the default exchange under the queue's name, as RabbitMQ returns it
         parked = Delivery(exchange="", routing_key=spec.name, body=delivery.body, message_id=delivery.message_id,
                           correlation_id=delivery.correlation_id, reply_to=delivery.reply_to, headers=headers)

@@ -21,6 +21,7 @@ import trio
 from pika import spec
 
 from shared.bus.api import BusError
+from shared.bus.tls import explain as explain_tls
 from shared.bus.trio_nbio import TrioConnection
 
 log = structlog.get_logger("clearcard.bus")
@@ -241,7 +242,7 @@ async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link
         ended = trio.Event()  # the socket is closed: failed to open, or closed after opening
 
         def on_open_error(_conn: Any, exc: BaseException) -> None:
-            opened.fail(BusError(f"cannot connect to RabbitMQ: {describe(exc)}"))
+            opened.fail(BusError(f"cannot connect to RabbitMQ: {explain_tls(exc) or describe(exc)}"))
             ended.set()
 
         def on_close(_conn: Any, reason: BaseException) -> None:

@@ -46,7 +46,9 @@ from shared.bus.api import BusError, Delivery, Handler
 from shared.bus.middleware import publish_span, run_handler
 from shared.bus.rabbit_link import Channel, Link, open_link, open_nursery
 from shared.bus.retry import Settlement, Verdict, dead_headers, retry_headers
+from shared.bus.tls import parameters as amqp_parameters
 from shared.bus.topology import DEAD_LETTERS, DEFAULT, QueueSpec, Topology
+from shared.config import TlsFiles
 
 log = structlog.get_logger("clearcard.bus")
 
@@ -70,12 +72,11 @@ class RabbitBus:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, *, name: str = "clearcard") -> AsyncIterator[RabbitBus]:
-        """Connect (raising BusError if the broker cannot be reached) and keep connected until exit."""
-        try:
-            parameters = pika.URLParameters(url)
-        except (ValueError, TypeError) as exc:
-            raise BusError(f"bad AMQP URL: {exc}") from None
+    async def connect(cls, url: str, *, name: str = "clearcard",
+                      tls: TlsFiles | None = None) -> AsyncIterator[RabbitBus]:
+        """Connect (raising BusError if the broker cannot be reached) and keep connected until exit;
+        an `amqps://` URL is TLS, verified against `tls` (shared/bus/tls.py)."""
+        parameters = amqp_parameters(url, tls)
         parameters.client_properties = {"connection_name": name}
         bus = cls(parameters, name)
         async with open_nursery() as nursery:
@@ -272,7 +273,7 @@ class RabbitBus:
     async def _park(self, message: rq.Message, delivery: Delivery, spec: QueueSpec,
                     settlement: Settlement) -> Settlement:
         """A copy in the retry queue (confirmed) before the delivery is acked."""
-        headers = retry_headers(delivery, settlement.reason, time.time())
+        headers = retry_headers(delivery, settlement.reason, time.time(), settlement.headers)
         try:
             await self._copy(message, DEFAULT, spec.retry_queue(settlement.delay), headers)
         except BusError as exc:  # the broker is away too: the delivery stays unsettled, so it returns

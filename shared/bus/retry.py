@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bus.api import Attempt, Delivery, Reject, RetryLater
@@ -49,6 +49,7 @@ class Settlement:
     verdict: Verdict
     reason: str = ""
     delay: float = 0.0
+    headers: Mapping[str, Any] = field(default_factory=dict)  # RETRY_LATER: added to the parked copy
 
 
 ACKED = Settlement(Verdict.ACK)
@@ -65,6 +66,18 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, _REFUSALS):
         return "refused"
     return "outage" if isinstance(exc, _RETRY_LATER) else "bug"
+
+
+def _notes(exc: BaseException) -> dict[str, Any]:
+    """Headers a RetryLater (anywhere in a group) asks to keep with the parked copy."""
+    if isinstance(exc, RetryLater):
+        return dict(exc.headers)
+    if isinstance(exc, BaseExceptionGroup):
+        notes: dict[str, Any] = {}
+        for member in exc.exceptions:
+            notes.update(_notes(member))
+        return notes
+    return {}
 
 
 def _int(value: Any) -> int | None:
@@ -110,7 +123,7 @@ def settle(exc: BaseException, attempt: Attempt, spec: QueueSpec | None) -> Sett
             hours = spec.retry.budget / 3600
             return Settlement(Verdict.DEAD_LETTER, f"still failing after {hours:g} h of retries "
                                                    f"({attempt.retries} tries): {error}")
-        return Settlement(Verdict.RETRY_LATER, error, spec.retry.delay(attempt.retries))
+        return Settlement(Verdict.RETRY_LATER, error, spec.retry.delay(attempt.retries), _notes(exc))
     if attempt.last_delivery:
         return Settlement(Verdict.DEAD_LETTER, f"failed {spec.delivery_limit + 1} times: {error}")
     return Settlement(Verdict.REQUEUE, error)
@@ -144,11 +157,12 @@ def original_route(headers: Mapping[str, Any], exchange: str, routing_key: str) 
     return text(headers.get(EXCHANGE), exchange), text(headers.get(ROUTING_KEY), routing_key)
 
 
-def retry_headers(delivery: Delivery, error: str, now: float) -> dict[str, Any]:
-    """The headers of the copy parked in a retry queue."""
+def retry_headers(delivery: Delivery, error: str, now: float,
+                  notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The headers of the copy parked in a retry queue (with a handler's `notes`)."""
     attempt = delivery.attempt
     first = attempt.first_failure if attempt.first_failure is not None else now
-    return {**_broker_free(delivery.headers), **_route(delivery),
+    return {**_broker_free(delivery.headers), **(notes or {}), **_route(delivery),
             RETRIES: attempt.retries + 1, FIRST_FAILURE: round(first * 1000), LAST_ERROR: error[:300]}
 
 

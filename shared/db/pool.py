@@ -1,5 +1,9 @@
 """The one owner of the asyncpg pool.
 
+The URL's TLS settings are asyncpg's (libpq's names): `sslmode` up to `verify-full` (the
+server's certificate chain against `sslrootcert`, and its host name), `sslcert`/`sslkey` for a
+client certificate.
+
 asyncpg is asyncio-only; trio-asyncio runs it inside the trio program. Each crossing costs a
 few tenths of a millisecond, so repository code is written as plain asyncio functions taking a
 connection, and a unit of work crosses once: `await db.run(fn, *args)`.
@@ -8,6 +12,7 @@ connection, and a unit of work crosses once: `await db.run(fn, *args)`.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -119,7 +124,11 @@ class Database:
                 dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset,
                 server_settings={"idle_in_transaction_session_timeout": idle_ms},
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except ssl.SSLCertVerificationError as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL: its TLS certificate is not trusted ({exc.verify_message}); check "
+                "sslrootcert and the host name in CLEARCARD_DATABASE_URL") from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # the last: URL and TLS files
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             yield cls(pool, dsn)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from services.audit import store
-from services.audit.log import verify_chain
+from services.audit.log import advance_checkpoint, verify_chain
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.audit import AuditRecord
@@ -18,5 +18,8 @@ async def test_batches_chain_and_skip_duplicates(database: Database, tmp_path: P
     assert [p.seq if p else None for p in first] == [1, 2, None]
     second = await database.run(store.append_records, [record("b"), record("c")])
     assert [p.seq if p else None for p in second] == [None, 3]
-    report = await verify_chain(database, Settings.from_env({"CLEARCARD_DATA_DIR": str(tmp_path)}))
+    settings = Settings.from_env({"CLEARCARD_DATA_DIR": str(tmp_path)})
+    assert not (await verify_chain(database, settings)).anchored  # nothing signed for them yet
+    assert await advance_checkpoint(database, settings) == 3
+    report = await verify_chain(database, settings)
     assert report.ok and report.count == 3

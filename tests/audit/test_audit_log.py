@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import trio
 
-from services.audit import advance_checkpoint, export, search, verify_chain
+from services.audit import advance_checkpoint, anchors, export, search, verify_chain
 from services.audit import checkpoint as cp
 from services.audit.service import handle_record
 from services.audit.store import append_record
-from shared.bus.api import Delivery
+from shared.bus.api import Delivery, Sender
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.audit import AuditRecord
@@ -39,13 +40,18 @@ def _record(n: int, **extra: Any) -> AuditRecord:
 
 
 async def _append(db: Database, settings: Settings, record: AuditRecord) -> None:
+    # as the service identity vouched for it (shared/authz/identity.py; tests/authz covers that)
     delivery = Delivery(exchange="clearcard", routing_key="audit.record", body=encode(record),
-                        message_id=record.record_id)
+                        message_id=record.record_id, sender=Sender(record.service, record.subject, record.at))
     await handle_record(db, settings, delivery)
 
 
 async def _fill(db: Database, settings: Settings, n: int) -> None:
-    for i in range(1, n + 1):
+    await _fill_from(db, settings, 1, n)
+
+
+async def _fill_from(db: Database, settings: Settings, first: int, last: int) -> None:
+    for i in range(first, last + 1):
         await _append(db, settings, _record(i))
 
 
@@ -144,11 +150,13 @@ async def test_a_rewrite_with_every_hash_recomputed_is_caught_by_the_checkpoint(
         prev = digest
     await _tamper(database, *statements)
     report = await verify_chain(database, settings)
-    assert not report.ok and report.first_bad is not None and report.first_bad.seq == 4
+    # every checkpoint is kept, so the first one after the rewrite names it
+    assert not report.ok and report.first_bad is not None and report.first_bad.seq == 2
     assert "checkpoint" in report.first_bad.reason
     # the service refuses to sign the laundered chain when it appends again
     await _append(database, settings, _record(5))
-    assert (await trio.to_thread.run_sync(cp.read_checkpoint, settings)).seq == 4  # type: ignore[union-attr]
+    key = await trio.to_thread.run_sync(cp.load_or_create_key, settings)
+    assert (await trio.to_thread.run_sync(anchors.newest, settings, key.public_key())).seq == 4  # type: ignore[union-attr]
     assert not (await verify_chain(database, settings)).ok
 
 
@@ -180,22 +188,93 @@ async def test_reordered_records_fail_verification(database: Database, settings:
     assert not report.ok and report.first_bad is not None and report.first_bad.seq == 2
 
 
+def _anchor_files(settings: Settings) -> list[Path]:
+    return sorted(p for location in settings.audit_anchors for p in location.glob("checkpoints-*.jsonl"))
+
+
+async def test_every_checkpoint_is_kept_chained_in_every_anchor_location(
+    database: Database, settings: Settings
+) -> None:
+    await _fill(database, settings, 3)
+    files = _anchor_files(settings)
+    assert len(files) == 2 and {f.parent for f in files} == set(settings.audit_anchors)
+    lines = [cp.parse(line) for line in files[0].read_text().splitlines()]
+    assert [c.n for c in lines] == [1, 2, 3] and [c.seq for c in lines] == [1, 2, 3]
+    assert [c.prev for c in lines[1:]] == [c.digest for c in lines[:-1]]
+    assert files[0].read_text() == files[1].read_text()
+    assert (settings.audit_anchors[0] / anchors.PUBLIC).read_bytes() == cp.local_public_key(settings)
+
+
 async def test_a_forged_or_removed_checkpoint_fails_verification(
     database: Database, settings: Settings
 ) -> None:
     await _fill(database, settings, 3)
-    path = cp.checkpoint_path(settings)
-    original = path.read_text()
-    forged = json.loads(original)
-    forged["seq"] = 2
-    path.write_text(json.dumps(forged))
+    originals = {f: f.read_text() for f in _anchor_files(settings)}
+    for path, text in originals.items():  # the newest checkpoint's seq moved back, everywhere
+        lines = text.splitlines()
+        forged = json.loads(lines[-1])
+        forged["seq"] = 2
+        path.write_text("\n".join([*lines[:-1], json.dumps(forged)]) + "\n")
     report = await verify_chain(database, settings)
     assert not report.ok and report.first_bad is not None and "signature" in report.first_bad.reason
-    path.unlink()
+    for path, text in originals.items():  # checkpoint 2 taken out of the middle
+        lines = text.splitlines()
+        path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     report = await verify_chain(database, settings)
-    assert not report.ok and report.first_bad is not None and "missing" in report.first_bad.reason
-    path.write_text(original)
+    assert not report.ok and report.first_bad is not None and "checkpoint 2 is missing" in report.first_bad.reason
+    for path in originals:  # every checkpoint removed: the log is no longer anchored
+        path.unlink()
+    report = await verify_chain(database, settings)
+    assert not report.ok and not report.anchored
+    assert report.describe().startswith("not anchored: 3 records")
+    for path, text in originals.items():
+        path.write_text(text)
     assert (await verify_chain(database, settings)).ok
+
+
+async def test_an_older_checkpoint_put_back_and_a_truncated_log_fail_verification(
+    database: Database, settings: Settings
+) -> None:
+    """The attack the single checkpoint file let through: roll the anchor back, cut the log to it."""
+    await _fill(database, settings, 3)
+    first, second = _anchor_files(settings)
+    older = first.read_text()
+    await _fill_from(database, settings, 4, 6)
+    first.write_text(older)  # the older checkpoint put back where the attacker could reach
+    await _tamper(database, "DELETE FROM audit_log WHERE seq > 3")
+    report = await verify_chain(database, settings)
+    assert not report.ok and report.first_bad is not None and report.first_bad.seq == 4
+    assert "records 4 to 6 are missing" in report.first_bad.reason
+    second.write_text("garbage that is not a checkpoint\n")
+    assert not (await verify_chain(database, settings)).ok
+
+
+async def test_checkpoints_that_differ_between_locations_fail_verification(
+    database: Database, settings: Settings
+) -> None:
+    await _fill(database, settings, 2)
+    first, second = _anchor_files(settings)
+    key = await trio.to_thread.run_sync(cp.load_or_create_key, settings)
+    one = cp.parse(first.read_text().splitlines()[0])
+    fork = cp.sign_next(key, one, 2, "f" * 64)  # validly signed, but not what the other location holds
+    second.write_text(first.read_text().splitlines()[0] + "\n" + fork.line() + "\n")
+    report = await verify_chain(database, settings)
+    assert not report.ok and report.first_bad is not None and "differs between" in report.first_bad.reason
+
+
+async def test_a_location_that_was_away_misses_lines_and_the_other_holds_them(
+    database: Database, settings: Settings
+) -> None:
+    await _fill(database, settings, 2)
+    first, _second = _anchor_files(settings)
+    kept = first.read_text()
+    await _fill_from(database, settings, 3, 4)
+    first.write_text(kept)  # location one missed checkpoints 3 and 4 (it was unmounted)
+    assert (await verify_chain(database, settings)).ok
+    await _fill_from(database, settings, 5, 5)  # the next checkpoint goes to both again
+    assert [cp.parse(x).n for x in first.read_text().splitlines()] == [1, 2, 5]
+    report = await verify_chain(database, settings)
+    assert report.ok and report.count == 5 and report.checkpoint_seq == 5
 
 
 async def test_concurrent_appends_from_two_replicas_keep_one_chain(
@@ -226,3 +305,16 @@ async def test_an_unanchored_append_is_anchored_on_the_next_advance(
 async def test_an_empty_log_verifies(database: Database, settings: Settings) -> None:
     report = await verify_chain(database, settings)
     assert report.ok and report.count == 0 and report.describe() == "ok 0 records"
+
+
+async def test_a_checkpoint_torn_by_a_crash_is_cut_before_the_next(database: Database, settings: Settings) -> None:
+    await _fill(database, settings, 2)
+    files = _anchor_files(settings)
+    for path in files:  # the writer died half-way through a third line
+        with path.open("a") as f:
+            f.write('{"hash":"ab')
+    assert (await verify_chain(database, settings)).ok  # a line without its newline is not a checkpoint
+    await _fill_from(database, settings, 3, 3)
+    assert [cp.parse(x).n for x in files[0].read_text().splitlines()] == [1, 2, 3]
+    report = await verify_chain(database, settings)
+    assert report.ok and report.checkpoint_seq == 3

@@ -9,15 +9,16 @@ from typing import Any
 
 import pyotp
 import pytest
+import trio
 
 from services.audit.log import search
 from services.auth import accounts, credentials
 from services.auth.auditing import DirectAudit
-from services.auth.decide import authorize, authorize_token
 from services.auth.login import login
-from services.auth.revocation import RevocationList, revoke
-from services.auth.roles import Action, Role
-from services.auth.tokens import KeyRing
+from services.auth.revocation import revoke
+from shared.authz import Authorizer, RevocationList
+from shared.authz.roles import Action, Role
+from shared.authz.tokens import KeyRing
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.clear import ClearRequest
@@ -120,14 +121,15 @@ async def test_totp_is_needed_for_manual_clears_and_administration(database: Dat
     secret = pyotp.parse_uri(uri).secret
     assert uri.startswith("otpauth://totp/ClearCard:li.wei")
 
+    authorizer = Authorizer(keys, database)
     without = await login(database, keys, "li.wei", PASSWORD, now=T0)
     with pytest.raises(ClearCardError) as refused:
-        authorize(keys, {"authorization": f"Bearer {without}"}, manual())
+        await authorizer.decide_request({"authorization": f"Bearer {without}"}, manual())
     assert refused.value.code == ErrorCode.PERMISSION_DENIED and "TOTP" in refused.value.message
     code = pyotp.TOTP(secret).at(T0)
     with_otp = await login(database, keys, "li.wei", PASSWORD, code, now=T0)
     assert keys.verify(with_otp).mfa
-    assert authorize(keys, {"authorization": f"Bearer {with_otp}"}, manual()).subject == "li.wei"
+    assert (await authorizer.decide_request({"authorization": f"Bearer {with_otp}"}, manual())).subject == "li.wei"
     # a code is good once, and a wrong code counts as a failed login
     with pytest.raises(ClearCardError):
         await login(database, keys, "li.wei", PASSWORD, code, now=T0 + timedelta(seconds=5))
@@ -138,11 +140,11 @@ async def test_totp_is_needed_for_manual_clears_and_administration(database: Dat
 
     admin_plain = await login(database, keys, "zhang.admin", PASSWORD, now=T0)
     with pytest.raises(ClearCardError):
-        authorize_token(keys, admin_plain, Action.ADMIN)
+        await authorizer.decide(f"Bearer {admin_plain}", Action.ADMIN)
     admin_secret = (await database.fetch(
         "SELECT totp_secret FROM auth_accounts WHERE username = 'zhang.admin'"))[0]["totp_secret"]
     admin_otp = await login(database, keys, "zhang.admin", PASSWORD, pyotp.TOTP(admin_secret).at(T0), now=T0)
-    assert authorize_token(keys, admin_otp, Action.ADMIN).subject == "zhang.admin"
+    assert (await authorizer.decide(f"Bearer {admin_otp}", Action.ADMIN)).subject == "zhang.admin"
 
 
 async def test_service_accounts_never_clear_by_hand(database: Database, tmp_path: Path) -> None:
@@ -152,9 +154,10 @@ async def test_service_accounts_never_clear_by_hand(database: Database, tmp_path
     await add(database, "erp", kind="service", role=Role.REQUESTER)
     token = await login(database, keys, "erp", PASSWORD)
     auto = ClearRequest(request_id="r-2", branch_id="wuhan", period="2026-10")
-    assert authorize(keys, {"authorization": f"Bearer {token}"}, auto).kind == "service"
+    authorizer = Authorizer(keys, database)
+    assert (await authorizer.decide_request({"authorization": f"Bearer {token}"}, auto)).kind == "service"
     with pytest.raises(ClearCardError) as refused:
-        authorize(keys, {"authorization": f"Bearer {token}"}, manual())
+        await authorizer.decide_request({"authorization": f"Bearer {token}"}, manual())
     assert refused.value.code == ErrorCode.PERMISSION_DENIED
     with pytest.raises(accounts.AccountError):
         await accounts.enroll_totp(database, DirectAudit(database), actor="x", username="erp")
@@ -183,18 +186,16 @@ async def test_one_time_reset_lifts_lockout_and_revokes_old_tokens(database: Dat
     assert {("auth.reset_issued", "ok"), ("auth.password_reset", "ok"), ("auth.password_reset", "refused")} <= actions
 
 
-async def test_revoked_token_is_refused_by_authorize(database: Database, tmp_path: Path) -> None:
+async def test_revoked_token_is_refused_at_the_next_decision(database: Database, tmp_path: Path) -> None:
     keys = KeyRing(tmp_path)
     token = keys.issue("ops", Role.OPERATOR, ["wuhan"])
-    revocations = RevocationList()
-    await revocations.refresh(database)
+    authorizer = Authorizer(keys, database)
     auto = ClearRequest(request_id="r-3", branch_id="wuhan", period="2026-10")
     headers = {"authorization": f"Bearer {token}"}
-    assert authorize(keys, headers, auto, revoked=revocations).subject == "ops"
+    assert (await authorizer.decide_request(headers, auto)).subject == "ops"
     await revoke(database, keys, token, DirectAudit(database), actor="admin-1")
-    await revocations.refresh(database)
     with pytest.raises(ClearCardError) as refused:
-        authorize(keys, headers, auto, revoked=revocations)
+        await authorizer.decide_request(headers, auto)
     assert refused.value.code == ErrorCode.AUTH_INVALID and "revoked" in refused.value.message
     assert [r["action"] for r in await audited(database, "admin-1")] == ["auth.revoke"]
 
@@ -207,3 +208,30 @@ def test_lockout_policy_is_pure() -> None:
     assert hard is not None and hard.year == 9999
     assert not credentials.verify_password(None, "anything")
     assert not credentials.verify_password(credentials.hash_password(PASSWORD), "x" * 5000)
+
+
+async def test_parallel_wrong_guesses_never_exceed_the_lockout_threshold(database: Database, tmp_path: Path) -> None:
+    """Forty guesses at once: only as many passwords are checked as the threshold allows."""
+    keys = KeyRing(tmp_path)
+    await add(database)
+    outcomes: list[str] = []
+
+    async def guess(n: int) -> None:
+        with pytest.raises(ClearCardError) as refused:
+            await login(database, keys, "li.wei", f"parallel-guess-{n:03d}", now=T0)
+        outcomes.append("locked" if "locked" in refused.value.message else "wrong")
+
+    async with trio.open_nursery() as nursery:
+        for n in range(40):
+            nursery.start_soon(guess, n)
+    assert outcomes.count("wrong") == credentials.LOCK_AFTER
+    assert outcomes.count("locked") == 40 - credentials.LOCK_AFTER
+    account = await accounts.get_account(database, "li.wei")
+    assert account is not None and account.failed_logins == credentials.LOCK_AFTER
+    assert account.locked_until is not None and account.locked_until > T0
+    checked = [r for r in await audited(database, "li.wei")
+               if r["action"] == "auth.login" and r["detail"].get("reason") == "wrong password"]
+    assert len(checked) == credentials.LOCK_AFTER
+    with pytest.raises(ClearCardError) as still:
+        await login(database, keys, "li.wei", PASSWORD, now=T0 + timedelta(seconds=1))
+    assert "locked" in still.value.message

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from clearcard.runtime import ALL, identified, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.console.service import serve_console
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database

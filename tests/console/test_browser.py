@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.conftest import missing
 from tests.console.browser_driver import CHROMIUM
 from tests.console.conftest import BRANCH, Console

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.db import Database
 from tests.conftest import missing
 from tests.console.conftest import Console, _run, _settings
@@ -97,9 +97,11 @@ async def test_every_dashboard_panel_has_data_after_a_test_clear(system: Console
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom:
             async def up() -> bool:
                 try:
-                    return bool(await _query(prom, 'up{job="clearcard-console"} == 1'))
+                    ready = await prom.get("/-/ready")
                 except httpx.HTTPError:
-                    return False
+                    return False  # not listening yet
+                # while it starts, Prometheus answers 503 in plain text: not ready for queries yet
+                return ready.status_code == 200 and bool(await _query(prom, 'up{job="clearcard-console"} == 1'))
 
             await _until("the console is scraped", up)
             first = await _clear(system)

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from clearcard.runtime import identified
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.bus.api import Delivery
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS
 from tests.console.conftest import BRANCH, Console

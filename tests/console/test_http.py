@@ -11,11 +11,11 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.console.app import create_app
 from services.console.context import ConsoleContext
 from services.console.events import EventHub
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.api import BusError
 from shared.bus.memory import MemoryBus
 from shared.config import Settings

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from tests.console.conftest import BRANCH, Console
 
 UKEY, DISK, NEW = "661500000001", "539900000004", "661500000077"

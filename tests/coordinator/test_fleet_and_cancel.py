@@ -12,14 +12,13 @@ import trio
 
 from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
-from services.auth.identity import HEADER, ServiceIdentity
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.coordinator.clock import Clock
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.ports import Ports
 from services.coordinator.runner import Runner
 from services.coordinator.scheduler import Scheduler
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.api import Delivery
 from shared.bus.memory import MemoryBus
 from shared.bus.topology import COMMANDS, EVENTS
@@ -81,10 +80,9 @@ async def running(tmp_path: Path, database: Database) -> AsyncIterator[tuple[Mem
 
 
 def token(settings: Settings, role: Role = Role.ADMIN, branches: tuple[str, ...] = ("*",)) -> dict[str, str]:
-    """A person's bearer token, on a message signed as an internal sender (the CLI would sign it)."""
+    """A bearer token: fleet commands come from outside (a public queue), like clear requests."""
     keys = KeyRing(settings.keys_dir)
-    return {"authorization": f"Bearer {keys.issue('fleet-op', role, list(branches))}",
-            HEADER: ServiceIdentity(keys, "cli").token()}
+    return {"authorization": f"Bearer {keys.issue('fleet-op', role, list(branches))}"}
 
 
 async def test_fleet_clear_fans_out_per_branch_with_filters(

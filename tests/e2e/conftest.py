@@ -18,8 +18,10 @@ import trio
 
 from clearcard.follow import Followed, new_request_id, submit_and_follow
 from clearcard.runtime import ALL, start_services
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from services.audit.log import search
+from shared.authz.identity import HEADER, ServiceIdentity, ServiceKeys
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database
@@ -31,11 +33,16 @@ PublishHook = Callable[[str, str, bytes], Awaitable[bytes | None]]
 
 
 class HookedBus(MemoryBus):
-    """The in-memory bus, with hooks that see every publish before it is routed."""
+    """The in-memory bus, with hooks that see every publish before it is routed.
+
+    A body changed in transit no longer matches its sender's signature, and consumers refuse it.
+    With `resign` set, a changed body is signed again as its sender: the sender itself sent it so.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.hooks: list[PublishHook] = []
+        self.resign: ServiceKeys | None = None
 
     async def publish(self, exchange: str, routing_key: str, body: bytes, *,
                       message_id: str | None = None, correlation_id: str | None = None,
@@ -44,6 +51,10 @@ class HookedBus(MemoryBus):
             replaced = await hook(exchange, routing_key, body)
             if replaced is not None:
                 body = replaced
+                if self.resign is not None and headers and HEADER in headers:
+                    sender = ServiceIdentity(self.resign, str(headers[HEADER]).split(" ")[1])
+                    headers = sender.sign(exchange, routing_key, body, message_id=message_id,
+                                          correlation_id=correlation_id, reply_to=reply_to, headers=headers)
         await super().publish(exchange, routing_key, body, message_id=message_id,
                               correlation_id=correlation_id, reply_to=reply_to, headers=headers)
 
@@ -94,6 +105,16 @@ class System:
         with trio.fail_after(60):
             return await submit_and_follow(self.bus, ClearRequest.model_validate(base), self.token(),
                                            on_event=on_event)
+
+    async def audit_where(self, wanted: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Audit records matching `wanted`, once the audit service stored one (it appends
+        asynchronously and PostgreSQL offers nothing to wait on, so this polls, bounded)."""
+        with trio.fail_after(20):
+            while True:
+                rows = [r for r in await search(self.db) if wanted(r)]
+                if rows:
+                    return rows
+                await trio.sleep(0.02)
 
 
 SystemFactory = Callable[[str], Any]

@@ -16,10 +16,10 @@ from clearcard.follow import Followed, new_request_id, submit_and_follow
 from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
 from services.audit.service import verify_chain
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
 from services.backup.service import verify_backup
 from shared import telemetry
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database

@@ -15,6 +15,7 @@ import trio
 from clearcard.runtime import identified
 from device_gateway.emulator.admin import hold, plug, show_device, unplug
 from services.audit.log import verify_chain
+from shared.authz.identity import ServiceKeys
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import PLAIN_WORDS, ClearCardError, ErrorCode
@@ -119,7 +120,7 @@ async def test_writeback_before_the_report_is_refused(make_system: SystemFactory
     gateway is asked directly, as a confused or malicious caller would."""
     async with make_system(fleet_text(one_device())) as system:
         # an insider: a caller holding a valid service identity, so the device's own rule is what refuses
-        async with RpcClient.open(identified(system.bus, "test", system.settings), "test") as rpc:
+        async with RpcClient.open(identified(system.bus, "coordinator", system.settings), "coordinator") as rpc:
             with trio.fail_after(30):
                 challenge = await rpc.call(COMMANDS, gateway_routing_key("default", "challenge"),
                                            DeviceCommand(device_id=DEVICE), Challenge)
@@ -146,8 +147,30 @@ async def test_comparison_failed(make_system: SystemFactory) -> None:
         await assert_failed(system, ErrorCode.COMPARISON_FAILED)
 
 
+async def test_a_package_changed_in_transit_is_refused_before_any_device_sees_it(
+        make_system: SystemFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bureau's reply no longer matches its signature: refused, audited, the clear fails."""
+    monkeypatch.setenv("CLEARCARD_COORDINATOR_SERVICE_DEADLINE", "1")  # the answer it waits for never comes
+    monkeypatch.setenv("CLEARCARD_COORDINATOR_RETRY_ATTEMPTS", "1")
+    async with make_system(fleet_text(one_device())) as system:
+
+        async def tamper(exchange: str, routing_key: str, body: bytes) -> bytes | None:
+            if exchange != "" or b'"ciphertext"' not in body:
+                return None
+            return body.replace(b'"ciphertext":"', b'"ciphertext":"00', 1)
+
+        system.bus.hooks.append(tamper)
+        with trio.fail_after(60):
+            followed = await system.clear()
+        assert followed.final["status"] == "failed"
+        assert show_device(system.settings, DEVICE)["writebacks"] == []
+        refused = await system.audit_where(lambda r: r["action"] == "message.rejected")
+        assert "does not match this message" in refused[0]["detail"]["reason"]
+
+
 async def test_a_tampered_package_is_rejected_by_the_device(make_system: SystemFactory) -> None:
     async with make_system(fleet_text(one_device())) as system:
+        system.bus.resign = ServiceKeys(system.settings.identity_dir)  # the bureau itself sent it so
         tampered: list[str] = []
 
         async def tamper(exchange: str, routing_key: str, body: bytes) -> bytes | None:
@@ -174,7 +197,7 @@ async def test_a_tampered_package_is_rejected_by_the_device(make_system: SystemF
 
 async def test_a_challenge_replaced_before_the_writeback_is_rejected(make_system: SystemFactory) -> None:
     async with make_system(fleet_text(one_device())) as system:
-        async with RpcClient.open(identified(system.bus, "intruder", system.settings), "intruder") as rpc:
+        async with RpcClient.open(identified(system.bus, "console", system.settings), "console") as rpc:
 
             async def rechallenge(exchange: str, routing_key: str, body: bytes) -> None:
                 # someone else asks the device for a challenge between ours and the package

@@ -20,8 +20,7 @@ import pytest
 import trio
 import trio_asyncio
 
-from services.auth.identity import IdentifiedBus, ServiceIdentity
-from services.auth.tokens import KeyRing
+from shared.authz.identity import IdentifiedBus, ServiceIdentity, ServiceKeys
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import EVENTS
 from shared.config import Settings
@@ -101,7 +100,7 @@ async def test_a_notification_claimed_by_a_killed_sender_is_delivered_once(
     async with cluster(tmp_path, database_url, layout={"notify": ("notify",)}, overrides=overrides) as (c, url):
         await cli(c.direct, "notify", "set", "--branch", BRANCH, "--email", "finance@example.com")
         settings = Settings.from_env(c.direct)
-        identity = ServiceIdentity(KeyRing(settings.keys_dir), "coordinator")
+        identity = ServiceIdentity(ServiceKeys(settings.identity_dir), "coordinator")  # events come from it
         async with RabbitBus.connect(url, name="fault-test") as raw:
             bus = IdentifiedBus(raw, identity)
             async with silent_mail_server(port) as connected:

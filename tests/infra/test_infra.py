@@ -74,6 +74,26 @@ def test_every_topology_queue_is_defined_with_its_dead_letter_companion() -> Non
         assert bool(work.search(name)) != name.endswith(".dead")
 
 
+def test_every_service_has_its_own_broker_account_without_a_password() -> None:
+    doc = json.loads((INFRA / "rabbitmq" / "definitions.json").read_text(encoding="utf-8"))
+    users = {u["name"]: u for u in doc["users"]}
+    assert set(users) == {"clearcard-auth", "clearcard-coordinator", "clearcard-backup", "clearcard-audit",
+                          "clearcard-authority-sim", "clearcard-notify", "clearcard-console", "clearcard-cli",
+                          "clearcard-gateway-default"}
+    assert all(u["password_hash"] == "" and u["tags"] == [] for u in users.values())  # set on deployment
+    perms = {p["user"]: p for p in doc["permissions"]}
+    assert set(perms) == set(users) and all(p["vhost"] == "/" for p in perms.values())
+    topic = {(t["user"], t["exchange"]): t["write"] for t in doc["topic_permissions"]}
+    for user in users:  # an exchange without a topic permission would allow every routing key
+        assert (user, topology.COMMANDS) in topic and (user, topology.EVENTS) in topic
+    assert re.fullmatch(topic[("clearcard-coordinator", topology.COMMANDS)], "gateway.default.writeback")
+    assert not re.fullmatch(topic[("clearcard-gateway-default", topology.COMMANDS)] or "^$",
+                            "gateway.default.writeback")
+    assert topic[("clearcard-console", topology.EVENTS)] == ""
+    assert not re.fullmatch(perms["clearcard-gateway-default"]["read"], "clearcard.gateway.other")
+    assert re.fullmatch(perms["clearcard-gateway-default"]["read"], "clearcard.gateway.default.shard.3")
+
+
 @pytest.mark.rabbitmq
 async def test_rabbitmq_loads_the_definitions_and_the_services_declare_over_them() -> None:
     from shared.bus.rabbitmq import RabbitBus
@@ -84,7 +104,8 @@ async def test_rabbitmq_loads_the_definitions_and_the_services_declare_over_them
         # a world-readable file: rabbitmqctl cannot read the test's private tmp_path (and 3.10
         # does not take "-" for stdin)
         with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as defs:
-            defs.write(_generator().render(vhost=vhost))
+            # users are global objects: the shared broker gets none (test_broker_accounts makes its own)
+            defs.write(_generator().render(vhost=vhost, with_accounts=False))
             defs.flush()
             os.chmod(defs.name, 0o644)
             await trio.run_process(["rabbitmqctl", "-q", "import_definitions", defs.name],
@@ -122,7 +143,8 @@ def test_the_compose_stack_is_complete_and_consistent() -> None:
     doc = _compose()
     services: dict[str, Any] = doc["services"]
     declared_volumes = set(doc.get("volumes") or {})
-    for name in ["rabbitmq", "postgres", "otel-collector", "jaeger", "prometheus", "grafana", "migrate", *SERVICES]:
+    for name in ["rabbitmq", "rabbitmq-accounts", "postgres", "otel-collector", "jaeger", "prometheus", "grafana",
+                 "migrate", *SERVICES]:
         assert name in services, name
     for name, service in services.items():
         assert service.get("image") or service.get("build"), name
@@ -152,8 +174,18 @@ def test_the_compose_stack_is_complete_and_consistent() -> None:
     assert "8080:8080" in services["console"]["ports"]
     env = dict(line.split("=", 1) for line in (INFRA / "clearcard.env").read_text().splitlines()
                if line and not line.startswith("#"))
-    assert env["CLEARCARD_AMQP_URL"].startswith("amqp://") and "@rabbitmq:5672" in env["CLEARCARD_AMQP_URL"]
-    assert "@postgres:5432/" in env["CLEARCARD_DATABASE_URL"]
+    assert "CLEARCARD_AMQP_URL" not in env  # one broker account per service
+    for name in SERVICES:
+        url = services[name]["environment"]["CLEARCARD_AMQP_URL"]
+        account = "gateway-default" if name == "gateway" else name
+        assert url.startswith(f"amqps://clearcard-{account}:") and "@rabbitmq:5671/" in url, url
+        assert '"clearcard-$$account"' in services["rabbitmq-accounts"]["command"][0] and account in \
+            services["rabbitmq-accounts"]["command"][0]
+    assert "@postgres:5432/" in env["CLEARCARD_DATABASE_URL"] and "sslmode=verify-full" in env["CLEARCARD_DATABASE_URL"]
+    assert env["CLEARCARD_AMQP_CA"].startswith("/etc/clearcard/tls/")
+    assert services["console"]["environment"]["CLEARCARD_HTTP_CERT"].startswith("/etc/clearcard/tls/")
+    conf = (INFRA / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "listeners.tcp = none" in conf and "listeners.ssl.default = 5671" in conf
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     plugins = (INFRA / "rabbitmq" / "enabled_plugins").read_text()
     assert "rabbitmq_management" in plugins and "rabbitmq_consistent_hash_exchange" in plugins
@@ -266,8 +298,23 @@ def test_the_manifests_reference_each_other_consistently() -> None:
     assert port["targetPort"] in {p["name"] for p in container["ports"]}
     config = by_kind["ConfigMap"]["clearcard-config"]["data"]
     secrets = by_kind["Secret"]["clearcard-secrets"]["stringData"]
-    assert {"CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL"} <= set(secrets)
+    assert {"CLEARCARD_DATABASE_URL"} <= set(secrets) and "sslmode=verify-full" in secrets["CLEARCARD_DATABASE_URL"]
     assert "CLEARCARD_BACKUP_DIRS" in config and not {"CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL"} & set(config)
+    broker = by_kind["Secret"]["clearcard-broker"]["stringData"]
+    for service in SERVICES:  # its own broker account, its own identity key, the CA
+        spec = workloads[f"clearcard-{service}"]["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        [url] = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "CLEARCARD_AMQP_URL"]
+        key = "gateways" if service == "gateway" else service
+        assert url == {"name": "clearcard-broker", "key": key} and broker[key].startswith("amqps://")
+        [identity] = [v for v in spec["volumes"] if v["name"] == "identity"]
+        sources = identity["projected"]["sources"]
+        assert sources[0]["configMap"]["name"] in by_kind["ConfigMap"]
+        assert sources[1]["secret"]["name"] == f"clearcard-identity-{service}" in by_kind["Secret"]
+        assert {"tls", "identity"} <= {m["name"] for m in container["volumeMounts"]}
+    audit_mounts = {m["mountPath"] for m in workloads["clearcard-audit"]["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"]}
+    assert {"/backups/a", "/backups/b"} <= audit_mounts  # the audit anchors live in the backup locations
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -291,7 +338,9 @@ def test_one_systemd_unit_per_service_running_clearcard_serve() -> None:
         exec_start = unit["Service"]["ExecStart"].split()
         assert exec_start[0].startswith("/") and Path(exec_start[0]).name == "clearcard", path.name
         assert exec_start[1:] == ["serve", service], path.name
-        assert unit["Service"]["EnvironmentFile"] == "/etc/clearcard/clearcard.env"
+        text = path.read_text(encoding="utf-8")
+        assert "EnvironmentFile=/etc/clearcard/clearcard.env\n" in text
+        assert f"EnvironmentFile=-/etc/clearcard/clearcard-{service}.env\n" in text  # its own broker account
         assert unit["Service"]["Restart"] == "on-failure" and unit["Install"]["WantedBy"]
     example = (INFRA / "systemd" / "clearcard.env.example").read_text()
     for variable in ("CLEARCARD_AMQP_URL", "CLEARCARD_DATABASE_URL", "CLEARCARD_BACKUP_DIRS"):

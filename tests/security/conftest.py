@@ -14,7 +14,7 @@ import trio
 from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
 from services.audit.log import search
-from services.auth.tokens import KeyRing
+from shared.authz.tokens import KeyRing
 from shared.bus.api import Bus, Delivery
 from shared.bus.memory import MemoryBus
 from shared.bus.topology import EVENTS

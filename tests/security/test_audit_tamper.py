@@ -57,3 +57,27 @@ async def test_deleted_newest_records_are_named(database: Database, tmp_path: Pa
     await bypassing_triggers(database, "DELETE FROM audit_log WHERE seq > 5")
     code, out = await clearcard(env, "audit", "verify")
     assert code == 1 and "records 6 to 8 are missing" in out, out
+
+
+async def test_an_older_checkpoint_put_back_with_the_log_cut_to_it_exits_1(database: Database, tmp_path: Path) -> None:
+    env = await seeded(database, tmp_path)
+    settings = Settings.from_env(env)
+    older = {p: p.read_bytes() for loc in settings.audit_anchors for p in loc.glob("checkpoints-*.jsonl")}
+    for n in range(9, 12):
+        await database.run(append_record, AuditRecord(record_id=f"r{n}", service="auth", subject="li.wei",
+                                                      action="auth.login", outcome="ok"))
+    assert await advance_checkpoint(database, settings) == 11
+    first = sorted(older)[0]
+    first.write_bytes(older[first])  # one location rolled back to the checkpoint of record 8
+    await bypassing_triggers(database, "DELETE FROM audit_log WHERE seq > 8")
+    code, out = await clearcard(env, "audit", "verify")
+    assert code == 1 and "records 9 to 11 are missing" in out, out
+
+
+async def test_a_log_without_any_checkpoint_is_not_anchored(database: Database, tmp_path: Path) -> None:
+    env = await seeded(database, tmp_path)
+    for location in Settings.from_env(env).audit_anchors:
+        for path in location.glob("checkpoints-*.jsonl"):
+            path.unlink()
+    code, out = await clearcard(env, "audit", "verify")
+    assert code == 1 and "not anchored" in out and "ok" not in out.split(), out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.auth.roles import Role
+from shared.authz.roles import Role
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode

@@ -16,8 +16,8 @@ from clearcard.runtime import identified
 from services.audit.service import search
 from services.auth.auditing import DirectAudit
 from services.auth.revocation import revoke
-from services.auth.roles import Role
-from services.auth.tokens import KeyRing
+from shared.authz.roles import Role
+from shared.authz.tokens import KeyRing
 from shared.bus.topology import CLEAR_AUTHORIZED, CLEAR_REQUEST, COMMANDS, COORDINATOR_REQUESTS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
@@ -105,8 +105,8 @@ async def test_clear_authorized_straight_to_the_coordinator_does_no_device_work(
     before = system.devices()
     request_id = f"sec-{uuid.uuid4().hex[:10]}"
     headers = {} if make is None else {"authorization": f"Bearer {make(system, tmp_path)}"}
-    # an insider with a valid service identity: the coordinator's own token check must refuse
-    insider = identified(system.bus, "insider", system.settings)
+    # an insider holding the auth service's identity: the coordinator's own token check must refuse
+    insider = identified(system.bus, "auth", system.settings)
     final = await system.send(COMMANDS, CLEAR_AUTHORIZED, body(request_id, **fields), request_id, headers,
                               via=insider)
     assert final["event"] == "clear.rejected" and final["error"]["code"] == code, final
@@ -141,7 +141,7 @@ async def test_revoked_token_straight_to_the_coordinator_is_refused(system: Syst
     await revoke(system.db, system.keys, token, DirectAudit(system.db), actor="admin-1", reason="left")
     before = system.devices()
     request_id = f"sec-{uuid.uuid4().hex[:10]}"
-    insider = identified(system.bus, "insider", system.settings)
+    insider = identified(system.bus, "auth", system.settings)
     final = await system.send(COMMANDS, CLEAR_AUTHORIZED, body(request_id), request_id,
                               {"authorization": f"Bearer {token}"}, via=insider)
     assert final["error"]["code"] == "AUTH_INVALID" and "revoked" in final["error"]["message"]

@@ -9,11 +9,11 @@ import pytest
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.auth.tokens import KeyRing
 from services.console import metrics_view
 from services.console.context import ConsoleContext
 from services.console.events import EventHub
 from shared import metrics, metrics_store
+from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database

@@ -1,0 +1,74 @@
+"""Which services may send to each queue, and for how long a signed identity stays good there.
+
+The table beside topology.py: a consumer accepts a message only from a service listed for its
+queue (shared/authz/identity.py checks the signed identity against it). The first matching rule
+wins; a queue no rule names accepts no internal message at all. Public queues take requests
+from outside, whose bearer tokens are checked instead.
+
+`max_age` bounds replays: an identity older than that is refused. It is minutes for commands,
+whose callers time out and retry with fresh messages anyway. Audit records may wait in their
+queue through an audit-service outage; each is stored once by record id (which the signature
+binds), so a replay of one is a no-op, and they keep their identity for a day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from shared.bus.topology import AUDIT, AUTH_REQUESTS, AUTHORITY, BACKUP, COORDINATOR_REQUESTS
+
+# Every service that signs messages (clearcard.runtime.SERVICES, plus the command line).
+SERVICES = frozenset({"audit", "auth", "authority-sim", "backup", "cli", "console", "coordinator", "gateway",
+                      "notify"})
+IDENTITY_TTL = 300.0  # seconds
+AUDIT_TTL = 86_400.0
+
+# Queues where requests from outside arrive (contract §3): their handlers check bearer tokens.
+COORDINATOR_COMMANDS = "clearcard.coordinator.commands"  # fleet.clear, clear.cancel
+PUBLIC = frozenset({AUTH_REQUESTS.name, COORDINATOR_COMMANDS})
+
+
+@dataclass(frozen=True)
+class SenderRule:
+    """Queues whose name matches `pattern` (fnmatch) take messages signed by `services`."""
+
+    pattern: str
+    services: frozenset[str]
+    max_age: float = IDENTITY_TTL
+
+    def allows(self, service: str) -> bool:
+        return service in self.services
+
+
+RPC_SERVERS = frozenset({"gateway", "backup", "authority-sim"})
+EVENT_SOURCES = frozenset({"coordinator", "auth"})  # publish on clearcard.events (and to reply_to)
+
+RULES: tuple[SenderRule, ...] = (
+    # reply queues (`<connection>.reply.<uuid>`, first: a connection may be named after its
+    # service) take RPC answers and, bound to clearcard.events, events
+    SenderRule("*.reply.*", RPC_SERVERS | EVENT_SOURCES),
+    SenderRule("amq.gen-*", RPC_SERVERS | EVENT_SOURCES),  # the in-memory bus's reply queues
+    SenderRule(COORDINATOR_REQUESTS.name, frozenset({"auth"})),  # clear.authorized, after the token passed
+    SenderRule(BACKUP.name, frozenset({"coordinator", "cli"})),  # backup.take; backup.schedule
+    SenderRule(AUTHORITY.name, frozenset({"coordinator"})),  # the bureau's operations
+    SenderRule(AUDIT.name, SERVICES, max_age=AUDIT_TTL),
+    SenderRule("clearcard.gateway.*.shard.*", frozenset({"gateway"})),  # forwarded by a gateway replica
+    SenderRule("clearcard.gateway.*", frozenset({"coordinator", "backup", "console"})),  # device commands
+    SenderRule("clearcard.notify", EVENT_SOURCES),  # events: clear.finished, device.lock_warning
+)
+
+
+def origin_queue(queue: str) -> str:
+    """A dead-letter queue is governed by the rule of the queue it collects from."""
+    return queue.removesuffix(".dead")
+
+
+def is_public(queue: str) -> bool:
+    return origin_queue(queue) in PUBLIC
+
+
+def rule_for(queue: str) -> SenderRule | None:
+    """The rule for `queue`, or None: no internal message is accepted there."""
+    name = origin_queue(queue)
+    return next((r for r in RULES if fnmatchcase(name, r.pattern)), None)
