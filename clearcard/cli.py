@@ -388,6 +388,7 @@ def _register_subcommands() -> None:
         backup_admin,
         calendar,
         device,
+        dlq,
         fleet,
         identity,
         notify,
@@ -404,6 +405,7 @@ def _register_subcommands() -> None:
     app.add_typer(calendar.app, name="calendar")
     app.add_typer(device.app, name="device")
     report.register(app)
+    app.add_typer(dlq.app, name="dlq")
 
 
 _register_subcommands()

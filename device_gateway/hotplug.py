@@ -8,6 +8,7 @@ import structlog
 import trio
 
 from shared.errors import ClearCardError
+from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.gateway")
 
@@ -24,7 +25,8 @@ async def watch_presence(
     """Call `on_change(appeared, vanished)` after each scan that differs from the last one.
 
     The first scan reports every present device as appeared; readiness is signalled after it,
-    so the registry is current when the gateway starts answering.
+    so the registry is current when the gateway starts answering. A change that could not be
+    recorded (the database away) is reported again after the next scan.
     """
     present: set[str] = set()
     started = False
@@ -34,10 +36,17 @@ async def watch_presence(
         except ClearCardError as exc:
             log.warning("device enumeration failed", error=exc.message)
             now = present
+        except OUTAGE_ERRORS as exc:  # a USB/IP cabinet unreachable: keep the last view
+            log.warning("device enumeration failed", error=describe(exc))
+            now = present
         appeared, vanished = now - present, present - now
-        present = now
         if appeared or vanished or not started:
-            await on_change(appeared, vanished)
+            try:
+                await on_change(appeared, vanished)
+            except* OUTAGE_ERRORS as group:
+                log.warning("device changes not recorded; trying again", error=describe(group))
+                now = present  # the same difference shows again on the next scan
+        present = now
         if not started:
             task_status.started()
             started = True

@@ -42,6 +42,7 @@ from shared.messages.device import (
     WritebackCommand,
     WritebackReply,
 )
+from shared.outages import OUTAGE_ERRORS, describe
 from shared.paging import checked_page
 
 log = structlog.get_logger("clearcard.gateway")
@@ -110,13 +111,16 @@ class Gateway:
             metrics.GATEWAY_COMMAND.labels(label, outcome).observe(time.perf_counter() - started)
 
     async def _registry(self, fn: Callable[..., object], *args: object) -> None:
-        """Update the registry; it mirrors the devices, so a failure is logged, not answered."""
+        """Update the registry, which mirrors the devices: a failure is logged, not answered, since
+        the command's effect on the device stands; the device is recorded again next time."""
         try:
             await self.db.run(fn, *args)  # type: ignore[arg-type]
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
-            log.error("device registry not updated", error=repr(exc))
+        except OUTAGE_ERRORS as exc:
+            log.warning("device registry not updated; the database is away", error=describe(exc))
+            self._recorded.clear()
+        except Exception as exc:  # a bug (or a device saying something the table cannot hold): loudly
+            log.error("device registry not updated: a bug", exc_info=exc)
+            self._recorded.clear()
 
     async def _record(self, device_id: str, status: DeviceStatus | None) -> None:
         now = trio.current_time()

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import asyncpg
 import structlog
 import trio
 
@@ -22,12 +21,13 @@ from device_gateway.drivers.base import DeviceDriver
 from device_gateway.repository import record_online, record_sightings
 from device_registry import store as registry_store
 from device_registry.registry import unknown_words
-from shared.db import Database, DatabaseUnavailable
+from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
+from shared.outages import OUTAGE_ERRORS
 
 log = structlog.get_logger("clearcard.gateway")
 
-_DB_TROUBLE = (DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_TROUBLE = OUTAGE_ERRORS  # the database away for a while (shared/outages.py)
 REFRESH_S = 5.0  # how soon a retirement closes a running actor's USB handle
 
 

@@ -35,6 +35,7 @@ from shared.bus.topology import AUDIT, gateway_queue, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.fleet import Fleet, load_fleet
+from shared.outages import keep_running
 
 log = structlog.get_logger("clearcard.gateway")
 
@@ -149,9 +150,9 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(roster.run)
-        await nursery.start(functools.partial(
+        await nursery.start(functools.partial(keep_running, "device hot-plug", functools.partial(
             watch_presence, scanner(lambda: present_devices(backend, drivers), seen), on_change,
-            interval=scan_interval))
+            interval=scan_interval)))
         answer = rpc_server(bus, gateway.operations())
         if shards:
             await nursery.start(functools.partial(bus.consume, queue.name, forwarder(bus, gateway_id),

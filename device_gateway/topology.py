@@ -13,7 +13,7 @@ keys of a consistent-hash exchange are weights; every shard gets the same weight
 
 from __future__ import annotations
 
-from shared.bus.topology import EXCHANGES, ExchangeSpec, QueueSpec, Topology, gateway_queue
+from shared.bus.topology import EXCHANGES, ExchangeSpec, QueueSpec, Topology, gateway_queue, gateway_shard_name
 
 CONSISTENT_HASH = "x-consistent-hash"
 SHARD_WEIGHT = "1"
@@ -28,7 +28,7 @@ def device_exchange(gateway_id: str) -> ExchangeSpec:
 def shard_queue(gateway_id: str, shard: int) -> QueueSpec:
     """Shard `shard` of a gateway's devices: one replica consumes it at a time."""
     return QueueSpec(
-        name=f"clearcard.gateway.{gateway_id}.shard.{shard}",
+        name=gateway_shard_name(gateway_id, shard),
         bindings=((device_exchange(gateway_id).name, SHARD_WEIGHT),),
         single_active_consumer=True,
     )

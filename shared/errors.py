@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from shared.text import MESSAGE_LIMIT, clean_text
+
 
 class ErrorCode(StrEnum):
     AUTH_REQUIRED = "AUTH_REQUIRED"
@@ -92,7 +94,8 @@ class ClearCardError(Exception):
 
     def __init__(self, code: ErrorCode, message: str | None = None) -> None:
         self.code = code
-        self.message = message or PLAIN_WORDS[code]
+        # the message often quotes a device or the bureau: it is stored and published as is
+        self.message = clean_text(message or PLAIN_WORDS[code], MESSAGE_LIMIT)
         super().__init__(f"{code}: {self.message}")
 
     @property

@@ -4,14 +4,16 @@ Derived from the code's own tables: what each service may send comes from shared
 (which services may send to which queue) and the queues' bindings in shared/bus/topology.py;
 what it consumes is listed here. RabbitMQ checks:
 
-- configure (declare) on its own queues, their `.dead` companions, its reply queues
+- configure (declare) on its own queues, their `.dead` and `.retry.*` companions, its reply queues
   (`clearcard.<service>.reply.*`: the connection is named after the service) and the exchanges
   it declares;
-- write on the exchanges it publishes to (`amq.default` for replies), on its queues (binding) and
-  on the dead-letter exchange its queues name;
+- write on the exchanges it publishes to (`amq.default` for replies, and for parking a message in
+  a retry queue), on its queues (binding) and on the dead-letter exchange its queues name;
 - read on its queues (consuming) and on the exchanges it binds them to;
 - topic permissions on `clearcard` and `clearcard.events`: the routing keys it may publish,
-  so a gateway's account cannot send write-back commands nor a console's account events.
+  so a gateway's account cannot send write-back commands nor a console's account events;
+- the operators' tools (`cli`, `console`) may also read every dead-letter queue and send its
+  messages back through `amq.default` (`clearcard dlq`, docs/operations/outages.md).
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ class Account:
     publishes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # exchange -> topic patterns
     direct: bool = False  # it publishes to the default exchange (RPC answers, reply_to copies)
     extra_exchanges: tuple[str, ...] = ()  # regexes of exchanges of its own it declares, binds and publishes to
+    dead_letters: bool = False  # an operator's tool: every dead-letter queue, to show and replay
 
     def _queues(self) -> list[str]:
-        own = [*self.consumes, *(f"{q}\\.dead" for q in self.consumes)]
+        own = [*self.consumes, *(f"{q}\\.dead" for q in self.consumes),
+               *(f"{q}\\.retry\\.[0-9a-z]+" for q in self.consumes)]
+        if self.dead_letters:
+            own.append(r"clearcard\..+\.dead")
         if self.replies:
             own.append(re.escape(f"clearcard.{self.service}") + r"\.reply\..+")
         return own
@@ -48,8 +54,11 @@ class Account:
     def permissions(self) -> dict[str, str]:
         """The configure/write/read regexes RabbitMQ matches against resource names."""
         exchanges = [re.escape(e) for e in self.declares] + list(self.extra_exchanges)
+        # a consumer parks messages in its retry queues through the default exchange (and names it
+        # as their dead-letter exchange); an operator's tool replays dead letters through it
+        direct = self.direct or bool(self.consumes) or self.dead_letters
         published = ([re.escape(e) for e in self.publishes] + list(self.extra_exchanges)
-                     + ([re.escape(DEFAULT_EXCHANGE)] if self.direct else []))
+                     + ([re.escape(DEFAULT_EXCHANGE)] if direct else []))
         if self.consumes:  # declaring a queue with a dead-letter exchange needs write on that exchange
             published.append(re.escape(topology.DEAD_LETTERS))
         bound = [re.escape(e) for e in self.binds_from] + list(self.extra_exchanges)
@@ -121,7 +130,8 @@ def accounts(gateways: list[str]) -> list[Account]:
         binds += [topology.COMMANDS] if service not in ("notify", "console", "cli") else [topology.EVENTS]
         found.append(Account(service, f"clearcard-{service}", consumes=queues, binds_from=tuple(binds),
                              replies=service in replies, publishes=_sends(service),
-                             direct=service in senders.RPC_SERVERS | senders.EVENT_SOURCES | {"console"}))
+                             direct=service in senders.RPC_SERVERS | senders.EVENT_SOURCES | {"console"},
+                             dead_letters=service in ("cli", "console")))
     for gateway_id in gateways:
         # '*': one account for gateways that cannot each hold their own (a Kubernetes DaemonSet);
         # each of them may then read the others' queues (docs/scaling.md)

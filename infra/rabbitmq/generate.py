@@ -32,12 +32,14 @@ OUTPUT = Path(__file__).with_name("definitions.json")
 # Applied on top of the declared arguments (which take precedence where both set something).
 POLICIES: list[dict[str, Any]] = [
     {
-        # poison and rejected messages are kept for people to look at, but never fill the disk
+        # poison and rejected messages are kept for people to look at (`clearcard dlq`) and never
+        # dropped: past 1 GiB further dead letters stay in their queues (at-least-once
+        # dead-lettering) until someone has looked, instead of pushing out the oldest
         "name": "clearcard-dead-letters",
         "pattern": r"^clearcard\..*\.dead$",
         "apply-to": "queues",
         "priority": 10,
-        "definition": {"max-length-bytes": 1073741824, "overflow": "drop-head"},
+        "definition": {"max-length-bytes": 1073741824, "overflow": "reject-publish"},
     },
     {
         # a backlog beyond this means the consumers are down: refuse new work instead of paging to disk
@@ -93,6 +95,9 @@ def definitions(vhost: str = "/", gateways: list[str] | None = None, *, with_acc
                            "auto_delete": False, "arguments": {"x-queue-type": "quorum"}})
         bindings.append({"source": topology.DEAD_LETTERS, "vhost": vhost, "destination": spec.dead_letter_queue,
                          "destination_type": "queue", "routing_key": spec.name, "arguments": {}})
+        for name, arguments in spec.retry_queues:
+            queue_docs.append({"name": name, "vhost": vhost, "durable": True, "auto_delete": False,
+                               "arguments": arguments})
         for exchange, pattern in spec.bindings:
             bindings.append({"source": exchange, "vhost": vhost, "destination": spec.name,
                              "destination_type": "queue", "routing_key": pattern, "arguments": {}})

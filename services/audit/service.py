@@ -16,6 +16,7 @@ from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
 from shared.messages.codec import decode
+from shared.outages import keep_running, until_available
 
 # the CLI and console import the log functions from here too
 __all__ = ["AuditScope", "ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
@@ -144,7 +145,8 @@ class Anchoring:
             while True:
                 await self._pending.wait()
                 self._pending = trio.Event()
-                await advance_checkpoint(self._db, self._settings)
+                # a database outage only delays the signature: the appends are hash-chained already
+                await until_available("audit anchoring", advance_checkpoint, self._db, self._settings)
                 await trio.sleep(self._interval)
         finally:
             if self._pending.is_set():  # anchor what the last interval appended before stopping
@@ -161,7 +163,8 @@ async def run_audit(
 ) -> None:
     """Consume the audit queue until cancelled."""
     await bus.declare(topology_for(AUDIT))
-    await advance_checkpoint(db, settings)  # catch up on appends a crash left unanchored
+    # catch up on appends a crash left unanchored
+    await until_available("audit anchoring", advance_checkpoint, db, settings)
     anchoring = Anchoring(db, settings)
     batcher = Batcher(db)
 
@@ -171,7 +174,7 @@ async def run_audit(
 
     handler = traced("audit", AUDIT.name, handle)
     async with trio.open_nursery() as nursery:
-        await nursery.start(anchoring.run)
+        await nursery.start(partial(keep_running, "audit anchoring", anchoring.run))
         await nursery.start(batcher.run)
         # many deliveries in flight fill each batch; they wait on the batcher, not on connections
         await nursery.start(partial(bus.consume, AUDIT.name, handler, prefetch=256))

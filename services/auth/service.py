@@ -17,13 +17,13 @@ from services.auth.login_rpc import login_operation
 from shared import audit, telemetry
 from shared.authz import Authorizer, KeyRing
 from shared.bus.api import Bus, Delivery, Reject
-from shared.bus.middleware import traced
+from shared.bus.middleware import traced, with_last_words
 from shared.bus.rpc import rpc_server
 from shared.bus.topology import AUTH_COMMANDS, AUTH_REQUESTS, CLEAR_AUTHORIZED, COMMANDS, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
-from shared.events import publish_event
+from shared.events import publish_event, reject_given_up
 from shared.messages.clear import ClearRejected, ClearRequest, Error
 from shared.messages.codec import DecodeError, decode
 
@@ -96,12 +96,15 @@ async def run_auth(bus: Bus, db: Database, settings: Settings, *,
     async def handler(delivery: Delivery) -> None:
         await handle_request(bus, authorizer, delivery)
 
+    async def last_words(delivery: Delivery, exc: BaseException) -> None:
+        await reject_given_up(bus, SERVICE, delivery, exc)
+
     commands = rpc_server(bus, {"login": login_operation(db, keys, BusAudit(bus))})
     async with trio.open_nursery() as nursery:
         await nursery.start(lambda task_status: bus.consume(
             AUTH_COMMANDS.name, traced(SERVICE, AUTH_COMMANDS.name, commands), prefetch=16,
             task_status=task_status))
         await nursery.start(lambda task_status: bus.consume(
-            AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, handler), prefetch=64,
-            task_status=task_status))
+            AUTH_REQUESTS.name, traced(SERVICE, AUTH_REQUESTS.name, with_last_words(handler, last_words)),
+            prefetch=64, task_status=task_status))
         task_status.started()

@@ -27,6 +27,7 @@ from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.backup import BackupTaken, TakeBackup
 from shared.messages.base import DeviceId, Frozen
+from shared.outages import DEFAULT_BACKOFF, OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.backup")
 
@@ -171,7 +172,9 @@ async def run_scheduler(
     if policy.day is None:
         return
     await trio.sleep(policy.startup_delay)
+    waits = DEFAULT_BACKOFF.delays()
     while True:
+        outage = False
         try:
             async with leadership(db.dsn) as leader:
                 if leader is None and reports is not None:
@@ -190,6 +193,12 @@ async def run_scheduler(
                     if reports is not None:
                         await reports.send(RoundReport(leader=True, result=result))
                     await trio.sleep(policy.interval)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("backup scheduling check failed; trying again later", error=str(exc))
-        await trio.sleep(policy.interval)
+                outage = leader is not None  # the lock's connection failed: stand again soon
+        except* OUTAGE_ERRORS as group:  # the round's nursery reports a group; a bug ends the service
+            log.warning("backup scheduling check failed; trying again soon", error=describe(group))
+            outage = True
+        if outage:  # the database (or the gateway's) is away: look again soon, not in an hour
+            await trio.sleep(next(waits))
+        else:  # another replica leads: stand again later
+            waits = DEFAULT_BACKOFF.delays()
+            await trio.sleep(policy.interval)

@@ -26,6 +26,7 @@ from shared.config import Settings
 from shared.db.pool import Database
 from shared.errors import ClearCardError
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup, VerifyBackup
+from shared.outages import keep_running
 
 # the CLI and console import the backup functions from here too
 __all__ = ["check_copies", "list_backups", "restore_backup", "run_backup", "take_backup", "verify_backup"]
@@ -76,5 +77,6 @@ async def run_backup(
         }
         handler = traced("backup", BACKUP.name, rpc_server(bus, operations))
         await nursery.start(partial(bus.consume, BACKUP.name, handler))
-        await nursery.start(partial(run_scheduler, db, take, policy, after_round=partial(prune, db, settings)))
+        await nursery.start(partial(keep_running, "backup schedule",
+                                    partial(run_scheduler, db, take, policy, after_round=partial(prune, db, settings))))
         task_status.started()

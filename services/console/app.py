@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.console import (
     routes_admin,
     routes_clears,
+    routes_dlq,
     routes_fleet,
     routes_fleet_clears,
     routes_i18n,
@@ -31,6 +32,7 @@ from services.console.spec import ConsoleError, request_locale
 from shared import metrics
 from shared.errors import ClearCardError, ErrorCode
 from shared.i18n import translated_message
+from shared.outages import OUTAGE_ERRORS
 
 STATIC = resources.files("services.console") / "static"
 
@@ -63,6 +65,13 @@ async def _clearcard_error(request: Request, exc: Exception) -> JSONResponse:
         message = translated_message(exc.code, exc.message, request_locale(request))
     headers = {"www-authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(error_body(exc.code.value, message, **extra), status_code=status, headers=headers)
+
+
+async def _outage(request: Request, exc: Exception) -> JSONResponse:
+    """The database or broker is away: 503, in plain words, and the caller may try again."""
+    return JSONResponse(error_body(ErrorCode.TIMEOUT.value, "The database or message broker is unreachable "
+                                   "right now; try again in a moment."), status_code=503,
+                        headers={"retry-after": "5"})
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -147,8 +156,10 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.DataError, _refused_by_database)
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _outage)
     for module in (routes_ops, routes_login, routes_i18n, routes_fleet, routes_month, routes_reports,
-                   routes_fleet_clears, routes_clears, routes_admin, routes_registry):
+                   routes_fleet_clears, routes_clears, routes_admin, routes_registry, routes_dlq):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -19,6 +19,7 @@ from shared.bus.rpc import RpcClient
 from shared.bus.topology import EXCHANGES
 from shared.config import Settings
 from shared.db.pool import Database
+from shared.outages import keep_running
 
 log = logging.getLogger("clearcard.console")
 
@@ -49,7 +50,7 @@ async def serve_console(
     await bus.declare(EXCHANGES)
     hub = EventHub()
     async with RpcClient.open(bus, "console") as rpc, trio.open_nursery() as nursery:
-        await nursery.start(partial(hub.run, bus))
+        await nursery.start(partial(keep_running, "console event stream", partial(hub.run, bus)))
         app = create_app(ConsoleContext(bus=bus, db=db, settings=settings, keys=KeyRing(settings.keys_dir),
                                         hub=hub, rpc=rpc))
         # no shutdown trigger of its own: cancelling this service's scope stops the server

@@ -1,7 +1,10 @@
 """Leader election among coordinator replicas with a PostgreSQL session advisory lock.
 
 The lock lives on a dedicated connection: if the leader dies (even SIGKILL) PostgreSQL sees
-the socket close and releases it, and another replica takes over within `poll` seconds.
+the socket close and releases it, and another replica takes over within `poll` seconds. A
+leader cut off from the database without a closed socket (a partition, a stalled link) is
+ended by PostgreSQL's `idle_session_timeout` on that session, so the lock never stays with a
+replica that cannot use it; the leader itself steps down when its pings stop answering.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import structlog
 import trio
 import trio_asyncio
 
-from shared.bus.api import BusError
+from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.leader")
 LEADER_LOCK = 0x434C4C44  # 'CLLD'
@@ -24,10 +27,13 @@ async def lead(dsn: str, duties: Callable[[], Awaitable[None]], *, poll: float =
                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run `duties` whenever this replica holds the leader lock; runs until cancelled."""
     task_status.started()
+    # the lock's session is pinged every 2 * poll seconds while it leads, every poll while it waits
+    idle_limit_ms = str(int(max(10.0, poll * 20) * 1000))
     while True:
         try:
-            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(
+                dsn, server_settings={"idle_session_timeout": idle_limit_ms})
+        except (*OUTAGE_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("leader election cannot reach PostgreSQL", error=str(exc))
             await trio.sleep(poll)
             continue
@@ -40,10 +46,10 @@ async def lead(dsn: str, duties: Callable[[], Awaitable[None]], *, poll: float =
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, conn, nursery.cancel_scope, poll)
                 await duties()
-        except* (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BusError) as group:
+        except* OUTAGE_ERRORS as group:
             # the duties' nursery reports failures as a group: database or broker trouble means
-            # stepping down and standing again, never the whole coordinator dying
-            log.warning("lost the leader lock's connection", error=str(group.exceptions[0]))
+            # stepping down and standing again, never the whole coordinator dying (a bug does)
+            log.warning("lost the leader lock's connection", error=describe(group))
         finally:
             with (trio.CancelScope(shield=True), trio.move_on_after(2),
                   contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
@@ -58,7 +64,7 @@ async def _watch(conn: asyncpg.Connection, scope: trio.CancelScope, poll: float)
         try:
             with trio.fail_after(max(5.0, poll * 4)):
                 await trio_asyncio.aio_as_trio(conn.fetchval)("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, trio.TooSlowError) as exc:
+        except (*OUTAGE_ERRORS, asyncpg.PostgresError, trio.TooSlowError) as exc:
             log.warning("leader connection failed; stepping down", error=repr(exc))
             scope.cancel()
             return

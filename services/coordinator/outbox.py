@@ -22,11 +22,11 @@ from shared.audit import AUDIT_RECORD, SUBJECT_HEADER
 from shared.bus.api import Bus, BusError
 from shared.bus.topology import COMMANDS
 from shared.db import Database
-from shared.db.pool import INFRASTRUCTURE_ERRORS
 from shared.events import OutgoingMessage, event_messages
 from shared.messages.audit import AuditRecord
 from shared.messages.clear import Event
 from shared.messages.codec import encode
+from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.outbox")
 BATCH = 500
@@ -72,8 +72,6 @@ async def backlog(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 
 
-_PASSING_TROUBLE: tuple[type[Exception], ...] = (BusError, *INFRASTRUCTURE_ERRORS)
-
 class Relay:
     """Publishes the outbox; run by the elected leader only, so one relay orders every key."""
 
@@ -93,10 +91,12 @@ class Relay:
         backoff = 0.05
         while True:
             self._wake = trio.Event()
+            sent: int | None = None
             try:
                 sent = await self.publish_batch()
-            except _PASSING_TROUBLE as exc:
-                log.info("outbox relay waiting for the broker or database", error=str(exc))
+            except* OUTAGE_ERRORS as group:
+                log.info("outbox relay waiting for the broker or database", error=describe(group))
+            if sent is None:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue

@@ -1,7 +1,9 @@
 """The coordinator's commands to the gateway, backup service and bureau, with deadlines and retries.
 
 Retry policy is data: only transient refusals are retried, a few times with backoff; a wrong
-PIN or a failed comparison is a business answer and is never retried.
+PIN or a failed comparison is a business answer and is never retried. An outage (the broker
+unreachable, or the service answering that its database is) is no answer at all: it raises
+`BusError` / `ServiceOutage` to the caller, which waits it out (shared/outages.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import TypeVar
 import trio
 from pydantic import BaseModel
 
-from shared.bus.api import BusError
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
@@ -55,9 +56,8 @@ class Ports:
             except trio.TooSlowError:
                 error = ClearCardError(timeout_code, f"{party} did not answer within {deadline:g} s "
                                                      f"({self.retry.attempts} tries).")
-            except BusError:  # the broker dropped us: the command may not have left
-                error = ClearCardError(ErrorCode.TIMEOUT, f"The message broker was unreachable while "
-                                                          f"asking {party.lower()}.")
+            # BusError and ServiceOutage pass: an outage of the broker or of the service's database
+            # is waited out by the caller (the runner retries the step), it spends no attempt
             except ClearCardError as exc:
                 error = exc
             if error.code not in self.retry.retryable or attempt == self.retry.attempts:

@@ -8,8 +8,21 @@ from typing import Any
 
 import asyncpg
 
+from shared.text import clean_text, clean_tree
+
 LEASE_SECONDS = 15.0  # default; the runner passes CoordinatorConfig.lease_seconds
-_CLAIM_LOCK = 0x434C4D31  # one claimer at a time, so one device never runs two clears at once
+CLAIM_LOCK = 0x434C4D31  # one claimer at a time, so one device never runs two clears at once
+# a write of the lease holder: the owner and fencing number it claimed with, the clear still open
+FENCE = "lease_owner = {owner} AND lease_epoch = {epoch} AND outcome IS NULL"
+
+
+class LeaseLost(Exception):
+    """Another coordinator holds this device clear now (our lease expired and was claimed, or it
+    finished): this one stops driving it and writes nothing more for it."""
+
+    def __init__(self, work: Work) -> None:
+        super().__init__(f"lease on {work.request_id}/{work.device_id} (fencing number {work.lease_epoch}) is lost")
+        self.work = work
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,8 @@ class Work:
     writeback_started: bool = False
     # False when the device was retired after the request was accepted: its `devices` row is gone
     in_service: bool = True
+    lease_owner: str | None = None  # who holds the lease, and with which fencing number (leases.py)
+    lease_epoch: int = 0
 
 
 async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
@@ -87,7 +102,7 @@ async def accept_request(
         return False
     if owner is not None:
         # one clear per device at a time: a device with another open clear waits unleased
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
         busy = {r["device_id"] for r in await conn.fetch(
             "SELECT DISTINCT device_id FROM device_clears WHERE device_id = ANY($1) AND outcome IS NULL",
             device_ids)}
@@ -96,22 +111,23 @@ async def accept_request(
             [(request_id, d) for d in device_ids if d in busy])
         device_ids = [d for d in device_ids if d not in busy]
     await conn.executemany(
-        "INSERT INTO device_clears (request_id, device_id, step, lease_owner, lease_until)"
+        "INSERT INTO device_clears (request_id, device_id, step, lease_owner, lease_until, lease_epoch)"
         " VALUES ($1, $2, 'authorized', $3,"
-        " CASE WHEN $3::text IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END)",
+        " CASE WHEN $3::text IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,"
+        " CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END)",
         [(request_id, d, owner, lease) for d in device_ids])
     return True
 
 
-_WORK_COLUMNS = (
+WORK_COLUMNS = (
     "d.request_id, d.device_id, d.step, d.state, r.period, r.invoice_types, r.subject, r.trace_id,"
     " r.traceparent, r.branch_id, v.gateway_id, coalesce(v.family, '') AS family,"
     " coalesce(v.taxpayer_id, '') AS taxpayer_id, coalesce(v.machine_no, 0) AS machine_no, r.cancelled,"
-    " d.writeback_started, v.device_id IS NOT NULL AS in_service"
+    " d.writeback_started, v.device_id IS NOT NULL AS in_service, d.lease_owner, d.lease_epoch"
 )
 
 
-def _work(row: asyncpg.Record) -> Work:
+def work_of(row: asyncpg.Record) -> Work:
     values = dict(row)
     values["state"] = json.loads(values["state"]) if isinstance(values["state"], str) else values["state"]
     values["invoice_types"] = tuple(values["invoice_types"] or ())
@@ -120,74 +136,25 @@ def _work(row: asyncpg.Record) -> Work:
 
 async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
     rows = await conn.fetch(
-        f"SELECT {_WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
+        f"SELECT {WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
         " LEFT JOIN devices v ON v.device_id = d.device_id"
         " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
-    return [_work(r) for r in rows]
-
-
-async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
-                     lease: float = LEASE_SECONDS) -> list[Work]:
-    """Take unleased or expired device clears, at most one per device across all requests."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
-    rows = await conn.fetch(
-        f"""
-        WITH candidates AS (
-            SELECT DISTINCT ON (d.device_id) d.request_id, d.device_id
-            FROM device_clears d
-            WHERE d.outcome IS NULL AND (d.lease_until IS NULL OR d.lease_until < now())
-              AND NOT EXISTS (
-                SELECT 1 FROM device_clears o
-                WHERE o.device_id = d.device_id AND o.outcome IS NULL
-                  AND o.lease_until >= now() AND o.request_id <> d.request_id)
-            ORDER BY d.device_id, d.updated_at
-            LIMIT $2
-        ), claimed AS (
-            UPDATE device_clears d
-            SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
-            FROM candidates c
-            WHERE d.request_id = c.request_id AND d.device_id = c.device_id
-            RETURNING d.*
-        )
-        SELECT {_WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
-        LEFT JOIN devices v ON v.device_id = d.device_id
-        """, owner, limit, float(lease))
-    return [_work(r) for r in rows]
-
-
-async def renew_leases(conn: asyncpg.Connection, owner: str, keys: list[tuple[str, str]],
-                       lease: float = LEASE_SECONDS) -> None:
-    """Extend the leases of the device clears this process is driving right now (heartbeat).
-
-    Rows another transaction holds are skipped, not waited for: waiting here (many rows, in no
-    particular order) closed deadlock cycles with `begin_writeback` (request row shared, then
-    a device row) and `finish_device` (a device row, then the request row). A skipped row is
-    being saved or finished right now, which extends or ends its lease anyway, and the next
-    heartbeat (lease/4 later) renews it otherwise.
-    """
-    if not keys:
-        return
-    await conn.execute(
-        "UPDATE device_clears d SET lease_until = now() + make_interval(secs => $4)"
-        " FROM (SELECT c.request_id, c.device_id FROM device_clears c"
-        "       JOIN unnest($2::text[], $3::text[]) AS k(request_id, device_id)"
-        "         ON c.request_id = k.request_id AND c.device_id = k.device_id"
-        "       WHERE c.lease_owner = $1 AND c.outcome IS NULL"
-        "       FOR UPDATE OF c SKIP LOCKED) AS free"
-        " WHERE d.request_id = free.request_id AND d.device_id = free.device_id",
-        owner, [k[0] for k in keys], [k[1] for k in keys], float(lease))
+    return [work_of(r) for r in rows]
 
 
 async def save_step(conn: asyncpg.Connection, work: Work, step: str, state: dict[str, Any],
                     backup_id: str | None = None, lease: float = LEASE_SECONDS) -> bool:
-    """Persist a finished step; returns whether the request has been cancelled meanwhile."""
-    cancelled = await conn.fetchval(
+    """Persist a finished step (fenced); returns whether the request has been cancelled meanwhile."""
+    row = await conn.fetchrow(
         "UPDATE device_clears SET step = $3, state = $4::jsonb, backup_id = COALESCE($5, backup_id),"
         " updated_at = now(), lease_until = now() + make_interval(secs => $6)"
-        " WHERE request_id = $1 AND device_id = $2"
-        " RETURNING (SELECT cancelled FROM clear_requests WHERE request_id = $1)",
-        work.request_id, work.device_id, step, json.dumps(state), backup_id, float(lease))
-    return bool(cancelled)
+        f" WHERE request_id = $1 AND device_id = $2 AND {FENCE.format(owner='$7', epoch='$8')}"
+        " RETURNING (SELECT cancelled FROM clear_requests WHERE request_id = $1) AS cancelled",
+        work.request_id, work.device_id, step, json.dumps(clean_tree(state)), backup_id, float(lease),
+        work.lease_owner, work.lease_epoch)
+    if row is None:
+        raise LeaseLost(work)
+    return bool(row["cancelled"])
 
 
 async def begin_writeback(conn: asyncpg.Connection, work: Work) -> bool:
@@ -196,9 +163,12 @@ async def begin_writeback(conn: asyncpg.Connection, work: Work) -> bool:
         "SELECT cancelled FROM clear_requests WHERE request_id = $1 FOR SHARE", work.request_id)
     if cancelled:
         return False
-    await conn.execute(
-        "UPDATE device_clears SET writeback_started = true WHERE request_id = $1 AND device_id = $2",
-        work.request_id, work.device_id)
+    started = await conn.fetchrow(
+        "UPDATE device_clears SET writeback_started = true"
+        f" WHERE request_id = $1 AND device_id = $2 AND {FENCE.format(owner='$3', epoch='$4')} RETURNING 1",
+        work.request_id, work.device_id, work.lease_owner, work.lease_epoch)
+    if started is None:
+        raise LeaseLost(work)
     return True
 
 
@@ -218,15 +188,16 @@ async def finish_device(
     conn: asyncpg.Connection, work: Work, outcome: str, error_code: str | None,
     error_message: str | None,
 ) -> tuple[bool, list[asyncpg.Record] | None]:
-    """Record a device's outcome: (whether this call recorded it, every device row if that
-    completed the request)."""
+    """Record a device's outcome (fenced): (whether this call recorded it, every device row if that
+    completed the request). Raises LeaseLost when another driver holds (or finished) it."""
     updated = await conn.fetchrow(
         "UPDATE device_clears SET outcome = $3, error_code = $4, error_message = $5,"
         " updated_at = now(), lease_owner = NULL, lease_until = NULL"
-        " WHERE request_id = $1 AND device_id = $2 AND outcome IS NULL RETURNING 1",
-        work.request_id, work.device_id, outcome, error_code, error_message)
+        f" WHERE request_id = $1 AND device_id = $2 AND {FENCE.format(owner='$6', epoch='$7')} RETURNING 1",
+        work.request_id, work.device_id, outcome, error_code,
+        clean_text(error_message) if error_message is not None else None, work.lease_owner, work.lease_epoch)
     if updated is None:
-        return False, None  # already finished (a duplicate driver after a lease expiry)
+        raise LeaseLost(work)  # another driver took it over (or finished it) after our lease expired
     await conn.execute(
         "UPDATE devices SET last_result = $2 WHERE device_id = $1",
         work.device_id, error_code or outcome)

@@ -4,6 +4,10 @@ Work is leased in PostgreSQL and the lease is renewed (heartbeat) only for the d
 this process is driving: a coordinator that dies leaves leases that expire within
 `lease_seconds`, and any replica resumes those devices at their last persisted step. A step's
 state, its `clear.progress` event and its audit record commit in one transaction (outbox).
+Every write is fenced (leases.py): a replica that lost a lease stops driving that device.
+
+The database or broker going away is only a delay: claims, heartbeats and writes are tried
+again with backoff, a step interrupted by an outage runs again (every step is idempotent).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -18,16 +23,15 @@ import structlog
 import trio
 from opentelemetry.trace import SpanKind
 
-from services.coordinator import bureau_view, outbox
+from services.coordinator import bureau_view, leases, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
 from shared import metrics, telemetry
-from shared.bus.api import Bus, BusError
+from shared.bus.api import Bus
 from shared.db import Database
-from shared.db.pool import DatabaseUnavailable
 from shared.errors import ClearCardError, ErrorCode
 from shared.events import OutgoingMessage
 from shared.messages.clear import (
@@ -40,15 +44,23 @@ from shared.messages.clear import (
     overall_status,
     step_percent,
 )
+from shared.outages import DEFAULT_BACKOFF, OUTAGE_ERRORS, describe, until_available
 
 SERVICE = "coordinator"
 log = structlog.get_logger("clearcard.coordinator")
-# infrastructure trouble: the step is retried in place (it is idempotent), never a device failure
-# (a deadlock victim's transaction rolled back whole: running it again is safe)
-_INFRA = (BusError, DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-          asyncpg.DeadlockDetectedError,
-          asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now: a restarting server
-          asyncpg.InsufficientResourcesError)  # too many connections
+Key = tuple[str, str]  # (request id, device id)
+# No device work starts on a lease last confirmed longer ago than this share of it: another
+# replica may claim it once it expires, and then only one of the two may be talking to the device.
+SAFE_SHARE = 0.75
+
+
+@dataclass
+class _Held:
+    """A device clear this process drives: its fencing number, what stops it, when it was last ours."""
+
+    epoch: int
+    scope: trio.CancelScope
+    confirmed_at: float  # trio time at which the lease was last known to be ours
 
 
 class Runner:
@@ -65,7 +77,8 @@ class Runner:
         self._slots = trio.CapacityLimiter(self.config.max_in_flight)
         self._gateways: dict[str, trio.CapacityLimiter] = {}
         self._branches: dict[str, trio.CapacityLimiter] = {}
-        self._driving: set[tuple[str, str]] = set()
+        self._driving: dict[Key, _Held] = {}
+        self._renewed = trio.Event()  # the heartbeat (or a write) confirmed leases
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -82,12 +95,12 @@ class Runner:
             task_status.started()
             while True:
                 free = self.config.max_in_flight - len(self._driving)
+                works: list[repo.Work] = []
                 if free > 0:
                     try:
-                        works = await self._db.run(repo.claim_work, self.owner, free, self.config.lease_seconds)
-                    except _INFRA as exc:
-                        log.warning("cannot claim work", error=repr(exc))
-                        works = []
+                        works = await self._db.run(leases.claim_work, self.owner, free, self.config.lease_seconds)
+                    except* OUTAGE_ERRORS as group:
+                        log.warning("cannot claim work; waiting for the database", error=describe(group))
                     self.start(works)
                 with trio.move_on_after(self.config.poll_interval):
                     await self._wake.wait()
@@ -103,17 +116,51 @@ class Runner:
         for work in works:
             key = (work.request_id, work.device_id)
             if key not in self._driving:
-                self._driving.add(key)
+                self._driving[key] = _Held(work.lease_epoch, trio.CancelScope(), trio.current_time())
                 self._nursery.start_soon(self.drive, work)
 
     async def _renew_leases(self) -> None:
+        """The heartbeat: extend our leases; stop driving the ones another replica took over."""
         while True:
             await trio.sleep(self.config.lease_seconds / 4)
+            asked_at = trio.current_time()
+            held = {(rid, did): h.epoch for (rid, did), h in self._driving.items()}
+            lost: set[Key] | None = None
             try:
-                await self._db.run(repo.renew_leases, self.owner, sorted(self._driving),
-                                   self.config.lease_seconds)
-            except _INFRA as exc:
-                log.warning("cannot renew leases", error=repr(exc))
+                lost = await self._db.run(leases.renew_leases, self.owner,
+                                          [(rid, did, epoch) for (rid, did), epoch in held.items()],
+                                          self.config.lease_seconds)
+            except* OUTAGE_ERRORS as group:
+                log.warning("cannot renew leases; waiting for the database", error=describe(group))
+            if lost is None:
+                continue
+            for key, epoch in held.items():
+                mine = self._driving.get(key)
+                if mine is None or mine.epoch != epoch:
+                    continue
+                if key in lost:
+                    log.warning("lease lost to another coordinator; no longer driving the device",
+                                request_id=key[0], device_id=key[1])
+                    mine.scope.cancel()
+                else:
+                    mine.confirmed_at = max(mine.confirmed_at, asked_at)
+            self._renewed.set()
+            self._renewed = trio.Event()
+
+    async def _while_leased(self, key: Key) -> None:
+        """Return once the lease is known to be ours recently enough to start device work on it."""
+        mine = self._driving[key]
+        limit = self.config.lease_seconds * SAFE_SHARE
+        if trio.current_time() - mine.confirmed_at > limit:
+            log.info("lease not confirmed lately; device work waits for the heartbeat",
+                     request_id=key[0], device_id=key[1])
+            while trio.current_time() - mine.confirmed_at > limit:
+                await self._renewed.wait()
+
+    def _confirmed(self, key: Key, at: float) -> None:
+        mine = self._driving.get(key)
+        if mine is not None:
+            mine.confirmed_at = max(mine.confirmed_at, at)
 
     def _limiter(self, table: dict[str, trio.CapacityLimiter], key: str, size: int) -> trio.CapacityLimiter:
         limiter = table.get(key)
@@ -122,21 +169,31 @@ class Runner:
         return limiter
 
     async def drive(self, work: repo.Work) -> None:
-        """Take one device from its persisted step to an outcome."""
+        """Take one device from its persisted step to an outcome (unless its lease is lost)."""
+        key = (work.request_id, work.device_id)
+        # started by `start`, or driven directly by a caller that claimed it (tests, tools)
+        scope = self._driving.setdefault(key, _Held(work.lease_epoch, trio.CancelScope(), trio.current_time())).scope
         try:
-            async with (self._slots,
-                        self._limiter(self._gateways, work.gateway_id or "", self.config.per_gateway),
-                        self._limiter(self._branches, work.branch_id, self.config.per_branch)):
-                parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
-                with telemetry.tracer(SERVICE).start_as_current_span(
-                    f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
-                    attributes={"clearcard.request_id": work.request_id,
-                                "clearcard.device_id": work.device_id},
-                ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
-                                                           device_id=work.device_id):
-                    await self._drive(work)
+            with scope:
+                await self._drive_within_limits(work)
+        except repo.LeaseLost:
+            log.warning("lease lost to another coordinator; stopped driving the device",
+                        request_id=work.request_id, device_id=work.device_id)
         finally:
-            self._driving.discard((work.request_id, work.device_id))
+            self._driving.pop(key, None)
+
+    async def _drive_within_limits(self, work: repo.Work) -> None:
+        async with (self._slots,
+                    self._limiter(self._gateways, work.gateway_id or "", self.config.per_gateway),
+                    self._limiter(self._branches, work.branch_id, self.config.per_branch)):
+            parent = telemetry.extract({"traceparent": work.traceparent} if work.traceparent else {})
+            with telemetry.tracer(SERVICE).start_as_current_span(
+                f"clear device {work.device_id}", context=parent, kind=SpanKind.INTERNAL,
+                attributes={"clearcard.request_id": work.request_id,
+                            "clearcard.device_id": work.device_id},
+            ), structlog.contextvars.bound_contextvars(request_id=work.request_id,
+                                                       device_id=work.device_id):
+                await self._drive(work)
 
     async def _drive(self, work: repo.Work) -> None:
         if not work.in_service:  # retired after the request was accepted
@@ -146,24 +203,29 @@ class Runner:
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
         cancelled = work.cancelled
+        waits = DEFAULT_BACKOFF.delays()
         try:
             while step is not None:
                 if step is Step.WRITTEN_BACK and not work.writeback_started:
-                    if not await self._retrying(self._db.run, repo.begin_writeback, work):
+                    if not await until_available("begin write-back", self._db.run, repo.begin_writeback, work):
                         await self._finish(work, Outcome.SKIPPED, None)
                         return
-                elif cancelled and STEPS_BEFORE_WRITEBACK.get(step, False) and not work.writeback_started:
+                elif cancelled and step in STEPS_BEFORE_WRITEBACK and not work.writeback_started:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
+                await self._while_leased((work.request_id, work.device_id))
                 try:
                     result = await self._step(step, work, state)
-                except _INFRA as exc:
-                    log.warning("step interrupted by infrastructure; retrying", step=step.value, error=repr(exc))
-                    await trio.sleep(1.0)
+                except OUTAGE_ERRORS as exc:  # the broker, or a service's database: run the step again
+                    log.warning("step interrupted by an outage; trying again", step=step.value, error=describe(exc))
+                    await trio.sleep(next(waits))
                     continue
+                waits = DEFAULT_BACKOFF.delays()
                 state = result.state
-                cancelled = await self._retrying(self._save, work, step, state, result.backup_id)
+                cancelled = await until_available("save a step", self._save, work, step, state, result.backup_id)
                 step = next_step(step)
+        except repo.LeaseLost:
+            raise  # another coordinator drives the device now: nothing more is written here
         except DeviceAlreadyCleared:
             await self._finish(work, Outcome.ALREADY_CLEARED, None)
         except ClearCardError as exc:
@@ -185,17 +247,6 @@ class Runner:
         finally:
             metrics.STEP_DURATION.labels(step.value).observe(time.perf_counter() - started)
 
-    async def _retrying(self, fn: Any, *args: Any) -> Any:
-        """Run a database unit until the database answers (a restart is only a delay)."""
-        delay = 0.2
-        while True:
-            try:
-                return await fn(*args)
-            except _INFRA as exc:
-                log.warning("database unavailable; retrying", error=repr(exc))
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     async def _save(self, work: repo.Work, step: Step, state: dict[str, Any], backup_id: str | None) -> bool:
         messages = progress_messages(work, step)
 
@@ -206,7 +257,9 @@ class Runner:
             await outbox.stage(conn, work.request_id, messages)
             return cancelled
 
+        asked_at = trio.current_time()
         cancelled: bool = await self._db.run(unit)
+        self._confirmed((work.request_id, work.device_id), asked_at)  # saving extended the lease
         self._on_staged()
         return cancelled
 
@@ -241,15 +294,16 @@ class Runner:
             ])
             return recorded
 
-        if await self._retrying(self._db.run, unit):
+        if await until_available("record an outcome", self._db.run, unit):
             metrics.DEVICE_CLEARS.labels(outcome.value, error.code if error else "").inc()
             metrics.flushed_soon()
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
 
 
-STEPS_BEFORE_WRITEBACK = {s: True for s in (Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
-                                            Step.REPORTED, Step.DECLARATION_CHECKED)}
+# steps a cancelled request skips (from the write-back on, there is no undo)
+STEPS_BEFORE_WRITEBACK = frozenset({Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
+                                    Step.REPORTED, Step.DECLARATION_CHECKED})
 
 
 def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:

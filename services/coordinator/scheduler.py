@@ -27,6 +27,7 @@ from shared.deadlines import DEFAULT as DEFAULT_THRESHOLDS
 from shared.deadlines import Thresholds
 from shared.errors import ErrorCode
 from shared.messages.fleet import DeviceAbandoned, LockWarning
+from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.scheduler")
 SUBJECT = "scheduler"
@@ -55,8 +56,8 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("scheduler tick failed", error=repr(exc))
+            except* OUTAGE_ERRORS as group:  # the next tick tries again; a bug ends the leader's duties
+                log.warning("scheduler tick failed; waiting for the database", error=describe(group))
             await trio.sleep(self._config.schedule_tick)
 
     async def tick(self) -> list[str]:

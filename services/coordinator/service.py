@@ -18,12 +18,14 @@ from services.coordinator.runner import Runner
 from services.coordinator.scheduler import Scheduler
 from services.coordinator.topology import COORDINATOR_COMMANDS, COORDINATOR_RPC
 from shared.authz import Authorizer, KeyRing
-from shared.bus.api import Bus
-from shared.bus.middleware import traced
+from shared.bus.api import Bus, Delivery
+from shared.bus.middleware import traced, with_last_words
 from shared.bus.rpc import RpcClient, rpc_server
 from shared.bus.topology import COORDINATOR_REQUESTS, topology_for
 from shared.config import Settings
 from shared.db import Database
+from shared.events import reject_given_up
+from shared.outages import keep_running
 
 SERVICE = "coordinator"
 
@@ -40,7 +42,7 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                       service_deadline=config.service_deadline,
                       retry=RetryPolicy(attempts=config.retry_attempts))
         runner = Runner(bus, db, ports, config, on_staged=relay.wake)
-        await nursery.start(runner.run)
+        await nursery.start(keep_running, "device clears", runner.run)
         # one authorizer (and revocation list) for both queues: tokens are checked again here,
         # revocations included, since nothing trusts the network
         authorizer = Authorizer(KeyRing(settings.keys_dir), db)
@@ -58,8 +60,12 @@ async def run_coordinator(bus: Bus, db: Database, settings: Settings, *,
                     leader.start_soon(scheduler.run)
 
         await nursery.start(lambda task_status: lead(db.dsn, duties, task_status=task_status))
+        async def last_words(delivery: Delivery, exc: BaseException) -> None:
+            await reject_given_up(bus, SERVICE, delivery, exc)
+
+        requests = with_last_words(intake.handle, last_words)
         await nursery.start(lambda task_status: bus.consume(
-            COORDINATOR_REQUESTS.name, traced(SERVICE, COORDINATOR_REQUESTS.name, intake.handle),
+            COORDINATOR_REQUESTS.name, traced(SERVICE, COORDINATOR_REQUESTS.name, requests),
             prefetch=32, task_status=task_status))
         await nursery.start(lambda task_status: bus.consume(
             COORDINATOR_COMMANDS.name, traced(SERVICE, COORDINATOR_COMMANDS.name, commands.handle),

@@ -1,9 +1,7 @@
-"""The coordinator's own queues: commands (fleet operations, cancellations) and RPC (previews)."""
+"""The coordinator's own queues (fleet commands, cancellations, preview RPC), named in shared/bus/topology.py."""
 
 from __future__ import annotations
 
-from shared.bus.topology import service_queue
-from shared.messages.fleet import CLEAR_CANCEL, FLEET_CLEAR
+from shared.bus.topology import COORDINATOR_COMMANDS, COORDINATOR_RPC
 
-COORDINATOR_COMMANDS = service_queue("coordinator.commands", FLEET_CLEAR, CLEAR_CANCEL)
-COORDINATOR_RPC = service_queue("coordinator.rpc", "coordinator.*")  # coordinator.fleet_preview
+__all__ = ["COORDINATOR_COMMANDS", "COORDINATOR_RPC"]

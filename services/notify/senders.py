@@ -27,7 +27,7 @@ SIGNATURE_VERSION = "v1"
 
 
 class SendFailed(Exception):
-    """The SMTP server or webhook did not take the notification (it is retried on redelivery)."""
+    """The SMTP server or webhook did not take the notification (the event comes back later)."""
 
 
 def endpoint_label(address: str) -> str:
@@ -58,9 +58,11 @@ def _context(config: SmtpConfig) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=config.ca_file)  # certificate and host name verified
 
 
-def _send_mail(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+def _send_mail(config: SmtpConfig, to: str, subject: str, text: str, message_id: str | None) -> None:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = config.sender, to, subject
+    if message_id:  # the same on a resend: mail clients show a repeat once
+        message["Message-ID"] = f"<{message_id}@clearcard>"
     message.set_content(text)
     smtp: smtplib.SMTP
     if config.tls == "tls":
@@ -75,10 +77,10 @@ def _send_mail(config: SmtpConfig, to: str, subject: str, text: str) -> None:
         smtp.send_message(message)
 
 
-async def send_email(config: SmtpConfig, to: str, subject: str, text: str) -> None:
+async def send_email(config: SmtpConfig, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:
     """Send one email; SendFailed (without the address) when the server does not take it."""
     try:
-        await trio.to_thread.run_sync(_send_mail, config, to, subject, text)
+        await trio.to_thread.run_sync(_send_mail, config, to, subject, text, message_id)
     except smtplib.SMTPAuthenticationError as exc:
         raise SendFailed(f"SMTP {config.host}:{config.port} refused the login ({exc.smtp_code})") from None
     except smtplib.SMTPException as exc:
@@ -106,17 +108,25 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if response.status >= 300:
                 raise SendFailed(f"webhook {endpoint_label(url)} answered {response.status}")
-    except urllib.error.HTTPError as exc:
+    except urllib.error.HTTPError as exc:  # it holds the response open: close it before retrying later
+        exc.close()
         raise SendFailed(f"webhook {endpoint_label(url)} answered {exc.code}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason if isinstance(exc.reason, str) else type(exc.reason).__name__
         raise SendFailed(f"webhook {endpoint_label(url)} unreachable: {reason}") from None
 
 
-async def post_webhook(url: str, payload: dict[str, Any], secret: str | None) -> None:
-    """POST the JSON payload, signed with the endpoint's secret when it has one."""
+async def post_webhook(url: str, payload: dict[str, Any], secret: str | None, *,
+                       idempotency_key: str | None = None) -> None:
+    """POST the JSON payload, signed with the endpoint's secret when it has one.
+
+    `idempotency_key` is the same on every attempt at one notification to one endpoint, so a
+    receiver that already took it can drop the repeat (`Idempotency-Key` header).
+    """
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     headers = {"content-type": "application/json", "user-agent": "ClearCard-Notify/1"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     if secret:
         timestamp = str(int(time.time()))
         headers[TIMESTAMP_HEADER] = timestamp

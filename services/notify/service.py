@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -16,17 +17,15 @@ from services.notify.notices import Notice, abandoned_notice, failure_notices, l
 from services.notify.secrets import SecretVault
 from services.notify.senders import SendFailed, SmtpConfig, endpoint_label, post_webhook, send_email
 from shared import metrics
-from shared.bus.api import Bus, Delivery, Reject
+from shared.bus.api import Bus, Delivery, Reject, RetryLater
 from shared.bus.middleware import traced
-from shared.bus.topology import EVENTS, QueueSpec, topology_for
+from shared.bus.topology import NOTIFY, topology_for
 from shared.config import Settings
 from shared.db import Database
 
 SERVICE = "notify"
 log = structlog.get_logger("clearcard.notify")
-NOTIFY_QUEUE = QueueSpec(name="clearcard.notify",
-                         bindings=((EVENTS, "clear.finished"), (EVENTS, "device.lock_warning"),
-                                   (EVENTS, "device.abandoned")))
+NOTIFY_QUEUE = NOTIFY  # named in shared/bus/topology.py with every other queue
 
 
 def smtp_from_env(environ: Mapping[str, str] | None = None) -> SmtpConfig:
@@ -48,14 +47,21 @@ def smtp_from_env(environ: Mapping[str, str] | None = None) -> SmtpConfig:
                       tls=tls, username=user, password=password, ca_file=get("_CA_FILE"))  # type: ignore[arg-type]
 
 
+def claim_timeout_from_env() -> float:
+    """CLEARCARD_NOTIFY_CLAIM_TIMEOUT: seconds before a claimed, unsent notification is sent again."""
+    raw = os.environ.get("CLEARCARD_NOTIFY_CLAIM_TIMEOUT", "").strip()
+    return float(raw) if raw else store.CLAIM_TIMEOUT
+
+
 @dataclass(frozen=True)
 class Notifier:
     db: Database
     smtp: SmtpConfig
     vault: SecretVault | None = None
+    claim_timeout: float = store.CLAIM_TIMEOUT
 
     async def handle(self, delivery: Delivery) -> None:
-        """One event; a failed send raises so the event comes back (sent ones are not repeated)."""
+        """One event; a failed send brings the event back later (sent ones are not repeated)."""
         try:
             event = json.loads(delivery.body)
         except ValueError:
@@ -84,29 +90,48 @@ class Notifier:
         return []
 
     async def deliver(self, notice: Notice) -> None:
-        """Send a notice to every contact of its branch on its channels, each at most once."""
+        """Send a notice to every contact of its branch on its channels, each once.
+
+        A contact whose notification another sender claimed moments ago (or whose server is
+        down) is asked again later: the event comes back (RetryLater) once the others went out.
+        """
+        later: list[str] = []
         for contact in await self.db.run(store.contacts_for, notice.branch_id):
             if contact.kind not in notice.channels:
                 continue
             key = f"{notice.key}:{contact.kind}:{contact.address}"
-            if not await self.db.run(store.claim, key, contact, notice.subject):
+            claim = await self.db.run(store.claim, key, contact, notice.subject, self.claim_timeout)
+            if claim is store.Claim.SENT:
+                continue
+            if claim is store.Claim.BUSY:
+                later.append(f"{notice.key} by {contact.kind} is being sent by another sender")
                 continue
             try:
                 if contact.kind == "email":
-                    await send_email(self.smtp, contact.address, notice.subject, notice.text)
+                    await send_email(self.smtp, contact.address, notice.subject, notice.text,
+                                     message_id=idempotency_key(key))
                 else:
                     secret = self.vault.unseal(contact.secret_cipher) if self.vault else None
                     await post_webhook(contact.address, {**notice.payload, "subject": notice.subject,
-                                                         "text": notice.text}, secret)
-            except SendFailed:
+                                                         "text": notice.text}, secret,
+                                       idempotency_key=idempotency_key(key))
+            except SendFailed as exc:
                 metrics.NOTIFICATIONS.labels(contact.kind, "failed").inc()
                 await self.db.run(store.release, key)
-                raise
+                later.append(str(exc))
+                continue
             metrics.NOTIFICATIONS.labels(contact.kind, "sent").inc()
             await self.db.run(store.sent, key)
             # never the address or URL itself: webhook URLs often carry tokens
             log.info("notification sent", notice=notice.key, channel=contact.kind,
                      endpoint=endpoint_label(contact.address))
+        if later:
+            raise RetryLater("; ".join(later)[:500])
+
+
+def idempotency_key(dedupe_key: str) -> str:
+    """The same key for every attempt at one notification to one contact: receivers drop repeats."""
+    return hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()[:32]
 
 
 async def run_notify(bus: Bus, db: Database, settings: Settings, *, smtp: SmtpConfig | None = None,
@@ -114,6 +139,6 @@ async def run_notify(bus: Bus, db: Database, settings: Settings, *, smtp: SmtpCo
     """Consume clear events and notify branch contacts until cancelled."""
     await bus.declare(topology_for(NOTIFY_QUEUE))
     vault = await trio.to_thread.run_sync(SecretVault.open, settings.keys_dir)
-    notifier = Notifier(db, smtp or smtp_from_env(), vault)
+    notifier = Notifier(db, smtp or smtp_from_env(), vault, claim_timeout_from_env())
     await bus.consume(NOTIFY_QUEUE.name, traced(SERVICE, NOTIFY_QUEUE.name, notifier.handle),
                       prefetch=8, task_status=task_status)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import asyncpg
 
 SUMMARY_CHOICES = ("all", "problems", "none")
+# seconds after which a claim not marked sent is taken to be a dead sender's: well beyond the
+# senders' own timeouts (10 s per SMTP or webhook call)
+CLAIM_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,30 @@ async def all_contacts(conn: asyncpg.Connection) -> list[Contact]:
     return [Contact(**dict(r)) for r in rows]
 
 
-async def claim(conn: asyncpg.Connection, key: str, contact: Contact, subject: str) -> bool:
-    """Reserve a notification before sending; False if it was sent (or is being sent) already."""
+class Claim(enum.Enum):
+    TAKEN = "taken"  # ours to send now
+    SENT = "sent"  # it went out before: never again
+    BUSY = "busy"  # another sender claimed it moments ago: ask again after the claim timeout
+
+
+async def claim(conn: asyncpg.Connection, key: str, contact: Contact, subject: str,
+                stale_after: float = CLAIM_TIMEOUT) -> Claim:
+    """Reserve a notification before sending it.
+
+    A claim whose sender died before marking it sent (killed mid-send) is taken over once it is
+    older than `stale_after` seconds, so a claimed notification is retried, not lost.
+    """
     row = await conn.fetchrow(
-        "INSERT INTO notifications_sent (dedupe_key, branch_id, kind, address, subject)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
-        key, contact.branch_id, contact.kind, contact.address, subject)
-    return row is not None
+        "INSERT INTO notifications_sent AS n (dedupe_key, branch_id, kind, address, subject)"
+        " VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (dedupe_key) DO UPDATE SET claimed_at = now(), attempts = n.attempts + 1"
+        "   WHERE n.state = 'sending' AND n.claimed_at < now() - make_interval(secs => $6)"
+        " RETURNING attempts",
+        key, contact.branch_id, contact.kind, contact.address, subject, float(stale_after))
+    if row is not None:
+        return Claim.TAKEN
+    state = await conn.fetchval("SELECT state FROM notifications_sent WHERE dedupe_key = $1", key)
+    return Claim.SENT if state == "sent" else Claim.BUSY
 
 
 async def sent(conn: asyncpg.Connection, key: str) -> None:

@@ -37,11 +37,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from shared import audit
 from shared.audit import SUBJECT_HEADER
-from shared.bus.api import Bus, Delivery, Handler, Reject, Sender
+from shared.bus.api import Bus, Delivery, Handler, Reject, RetryLater, Sender
+from shared.bus.retry import failure_kind
 from shared.bus.routing import topic_matches
 from shared.bus.senders import is_public, rule_for
 from shared.bus.topology import DEFAULT, Topology
 from shared.errors import ErrorCode
+from shared.outages import describe
 
 HEADER = "x-clearcard-service"
 CLOCK_SKEW = 30.0  # seconds a signature may seem to come from the future (hosts' clocks differ)
@@ -254,6 +256,15 @@ class IdentifiedBus:
     def service(self) -> str:
         return self._identity.service
 
+    @property
+    def identity(self) -> ServiceIdentity:
+        return self._identity
+
+    @property
+    def unsigned(self) -> Bus:
+        """The transport itself: for passing on a message someone else signed (a dead-letter replay)."""
+        return self._inner
+
     async def declare(self, topology: Topology) -> None:
         for spec in topology.queues:
             self._bindings.setdefault(spec.name, set()).update(spec.bindings)
@@ -287,13 +298,28 @@ class IdentifiedBus:
             await self._inner.consume(queue, handler, prefetch=prefetch, task_status=task_status)
             return
 
+        from shared.authz.vouchers import VOUCHER, vouch, vouched_sender  # (vouchers builds on this module)
+
         async def checked(delivery: Delivery) -> None:
+            verified_at = self._identity.clock()
             try:
                 sender = self._identity.verify(queue, delivery, self.leads_to)
             except Reject as exc:
-                await self._refused(queue, delivery, str(exc))
-                raise
-            await handler(replace(delivery, sender=sender))
+                # an identity that expired while its message waited in a retry queue, or before an
+                # operator replayed it: good if a valid voucher covers it (shared/authz/vouchers.py)
+                vouched = vouched_sender(self._identity, queue, delivery, self.leads_to)
+                if vouched is None:
+                    await self._refused(queue, delivery, str(exc))
+                    raise
+                sender = vouched
+            try:
+                await handler(replace(delivery, sender=sender))
+            except Exception as exc:
+                if VOUCHER in delivery.headers or failure_kind(exc) != "outage":
+                    raise
+                # retried later, maybe past the identity's age: vouch now, while it is verified
+                raise RetryLater(describe(exc), headers=vouch(self._identity, "retry", queue, delivery.headers,
+                                                              at=verified_at)) from exc
 
         await self._inner.consume(queue, checked, prefetch=prefetch, task_status=task_status)
 

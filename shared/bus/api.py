@@ -20,6 +20,26 @@ class Reject(Exception):
     """Raised by a handler: the message can never be processed; dead-letter it."""
 
 
+class RetryLater(Exception):
+    """Raised by a handler: something it depends on is away (a mail server, a peer's claim);
+    bring the message back after a while, as for a database or broker outage. `headers` go
+    with the parked copy (a middleware's note to its later self, such as a voucher)."""
+
+    def __init__(self, reason: str, *, headers: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Where a delivery stands in its queue's retry rules (shared/bus/retry.py)."""
+
+    retries: int = 0  # times it was retried later after an outage
+    first_failure: float | None = None  # epoch seconds of its first failure
+    budget_spent: bool = False  # an outage now dead-letters it
+    last_delivery: bool = False  # a bug now dead-letters it
+
+
 @dataclass(frozen=True)
 class Sender:
     """The service that signed a message (shared/authz/identity.py), as verified on delivery."""
@@ -43,6 +63,7 @@ class Delivery:
     redelivered: bool = False
     # how many times the broker handed this message out before (quorum queues count it)
     delivery_count: int = 0
+    attempt: Attempt = field(default_factory=Attempt)
     sender: Sender | None = None  # set once the service identity verified (never by a transport)
 
 

@@ -1,48 +1,65 @@
-"""Cross-cutting concerns around handlers and publishes: tracing, log context, verdicts.
+"""Cross-cutting concerns around handlers and publishes: tracing, log context, settling failures.
 
 Both transports call these, so tracing and ack rules live in one place.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
-import trio
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared import telemetry
-from shared.bus.api import Delivery, Handler, Reject
-from shared.messages.codec import DecodeError
+from shared.bus.api import Delivery, Handler
+from shared.bus.retry import ACKED, Settlement, Verdict, failure_kind, gives_up, settle
+from shared.bus.topology import QueueSpec
 
 log = structlog.get_logger("clearcard.bus")
 
 
-class Verdict(enum.Enum):
-    ACK = "ack"
-    DEAD_LETTER = "dead_letter"  # reject, requeue=False: the queue's dead-letter exchange takes it
-    REQUEUE = "requeue"  # nack, requeue=True: tried again until the delivery limit
-
-
-async def run_handler(handler: Handler, delivery: Delivery) -> Verdict:
-    """Run a handler and turn its outcome into an ack decision; never lets input kill a consumer."""
+async def run_handler(handler: Handler, delivery: Delivery, spec: QueueSpec | None) -> Settlement:
+    """Run a handler and decide what becomes of its message; never lets input kill a consumer."""
     try:
         await handler(delivery)
-    except (Reject, DecodeError) as exc:
-        log.warning("message dead-lettered", routing_key=delivery.routing_key,
-                    message_id=delivery.message_id, reason=str(exc))
-        return Verdict.DEAD_LETTER
-    except trio.Cancelled:
-        raise
-    except Exception as exc:
-        log.exception("handler failed; message returned to its queue",
-                      routing_key=delivery.routing_key, message_id=delivery.message_id,
-                      error=repr(exc))
-        return Verdict.REQUEUE
-    return Verdict.ACK
+    except Exception as exc:  # a group too; trio.Cancelled is a BaseException and passes
+        settlement = settle(exc, delivery.attempt, spec)
+        fields = {"routing_key": delivery.routing_key, "message_id": delivery.message_id,
+                  "reason": settlement.reason}
+        if settlement.verdict is Verdict.RETRY_LATER:
+            log.warning("database or broker away; message comes back later", retry_in=settlement.delay,
+                        retries=delivery.attempt.retries, **fields)
+        elif settlement.verdict is Verdict.DEAD_LETTER and failure_kind(exc) != "bug":
+            log.warning("message dead-lettered", **fields)
+        else:  # a bug: its traceback, whether the message is tried again or given up
+            log.error("handler failed" if settlement.verdict is Verdict.REQUEUE
+                      else "handler failed too often; message dead-lettered", exc_info=exc, **fields)
+        return settlement
+    return ACKED
+
+
+LastWords = Callable[[Delivery, BaseException], Awaitable[None]]
+
+
+def with_last_words(handler: Handler, last_words: LastWords) -> Handler:
+    """Call `last_words(delivery, exc)` when a failure is about to dead-letter a message that
+    was read (say, to tell its sender in plain words); refused messages are not answered here."""
+
+    async def wrapper(delivery: Delivery) -> None:
+        try:
+            await handler(delivery)
+        except Exception as exc:
+            if gives_up(delivery, exc) and failure_kind(exc) != "refused":
+                try:
+                    await last_words(delivery, exc)
+                except Exception as trouble:  # the message is dead-lettered all the same
+                    log.error("could not answer a message before dead-lettering it", exc_info=trouble,
+                              message_id=delivery.message_id)
+            raise
+
+    return wrapper
 
 
 def traced(service: str, queue: str, handler: Handler) -> Handler:

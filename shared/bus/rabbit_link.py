@@ -8,6 +8,7 @@ or connection closes; here every wait belongs to its channel or connection and f
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -248,7 +249,15 @@ async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link
             link._closed_by(BusError(f"connection closed: {describe(reason)}"))
             ended.set()
 
-        link.connection = TrioConnection(parameters, opened.resolve, on_open_error, on_close, nursery=io)
+        def on_failure(exc: Exception) -> None:  # pika raised from one of its own callbacks
+            log.warning("RabbitMQ connection failed inside pika", error=repr(exc))
+            error = BusError(f"connection failed: {exc!r}")
+            opened.fail(error)
+            link._closed_by(error)
+            ended.set()
+
+        link.connection = TrioConnection(parameters, opened.resolve, on_open_error, on_close, nursery=io,
+                                         on_failure=on_failure)
         try:
             try:
                 # a broker (or proxy) that accepts the TCP connection but never finishes the AMQP
@@ -261,10 +270,10 @@ async def open_link(parameters: pika.ConnectionParameters) -> AsyncIterator[Link
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 conn = link.connection
-                if not (conn.is_closed or conn.is_closing):
-                    with translated("connection.close"):
+                if not (conn.is_closed or conn.is_closing) and not ended.is_set():
+                    with contextlib.suppress(BusError), translated("connection.close"):
                         conn.close()
-                if conn.is_closing:
+                if conn.is_closing and not ended.is_set():
                     await ended.wait()
             io_scope.cancel()
 

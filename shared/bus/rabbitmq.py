@@ -16,45 +16,44 @@ Semantics (the contract suite in tests/bus checks them on this bus and the in-me
 - `consume` has a channel of its own with per-consumer prefetch (quorum queues refuse global
   QoS), up to `prefetch` handlers at once, each delivery settled on the channel that
   delivered it. A delivery whose channel is gone is never settled: the broker redelivers it.
+- A handler's failure is settled by shared/bus/retry.py: an outage parks a copy of the message
+  in the queue's retry queue (default exchange, confirmed) and then acks the delivery; a
+  dead-letter is a confirmed copy to `clearcard.dlx` carrying the reason, then the ack (a
+  crash between the two leaves a duplicate, never a loss: consumers are idempotent).
 - On a lost connection the bus reconnects with backoff, redeclares everything declared so
   far, and resumes every consumer. While it is down, `publish` and `declare` raise BusError.
+  A consumer whose subscription fails while the connection is up (a queue not yet back after
+  a broker restart) tries again with backoff; only its first subscription may fail.
 - Reply queues are exclusive, auto-deleted classic queues named by the bus (not by the
   server), so the same name can be redeclared after a reconnect and RPC clients keep working.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import structlog
 import trio
 
+from shared.bus import rabbit_queues as rq
 from shared.bus.api import BusError, Delivery, Handler
-from shared.bus.middleware import Verdict, publish_span, run_handler
-from shared.bus.rabbit_link import Channel, Link, open_link, open_nursery, translated
+from shared.bus.middleware import publish_span, run_handler
+from shared.bus.rabbit_link import Channel, Link, open_link, open_nursery
+from shared.bus.retry import Settlement, Verdict, dead_headers, retry_headers
 from shared.bus.tls import parameters as amqp_parameters
-from shared.bus.topology import DEAD_LETTERS, Topology
+from shared.bus.topology import DEAD_LETTERS, DEFAULT, QueueSpec, Topology
 from shared.config import TlsFiles
 
 log = structlog.get_logger("clearcard.bus")
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
-
-
-@dataclass(frozen=True)
-class _Message:
-    channel: Channel
-    method: Any
-    properties: Any
-    body: bytes
 
 
 class RabbitBus:
@@ -67,6 +66,7 @@ class RabbitBus:
         self._changed = trio.Event()
         self._closed = False
         self._topologies: list[Topology] = []
+        self._specs: dict[str, QueueSpec] = {}  # every work queue declared, for its retry rules
         self._reply_queues: list[str] = []
         self._bindings: list[tuple[str, str, str]] = []
 
@@ -143,30 +143,31 @@ class RabbitBus:
 
     async def _redeclare(self, link: Link) -> None:
         for topology in self._topologies:
-            await _declare(link, topology)
+            await rq.declare(link, topology)
         for queue in self._reply_queues:
-            await _declare_reply_queue(link, queue)
+            await rq.declare_reply_queue(link, queue)
         for queue, exchange, pattern in self._bindings:
-            await _bind(link, queue, exchange, pattern)
+            await rq.bind(link, queue, exchange, pattern)
 
     # Bus
 
     async def declare(self, topology: Topology) -> None:
         """Declare exchanges, quorum queues with their `.dead` companions, and bindings."""
-        await _declare(self._current_link(), topology)
+        await rq.declare(self._current_link(), topology)
         if topology not in self._topologies:
             self._topologies.append(topology)
+        self._specs.update((spec.name, spec) for spec in topology.queues)
 
     async def declare_reply_queue(self) -> str:
         """An exclusive auto-delete classic queue for this connection's RPC replies."""
         name = f"{self._name}.reply.{uuid.uuid4().hex}"
-        await _declare_reply_queue(self._current_link(), name)
+        await rq.declare_reply_queue(self._current_link(), name)
         self._reply_queues.append(name)
         return name
 
     async def bind(self, queue: str, exchange: str, pattern: str) -> None:
         """Bind a queue to an exchange; the binding is restored after a reconnect."""
-        await _bind(self._current_link(), queue, exchange, pattern)
+        await rq.bind(self._current_link(), queue, exchange, pattern)
         if (queue, exchange, pattern) not in self._bindings:
             self._bindings.append((queue, exchange, pattern))
 
@@ -229,132 +230,117 @@ class RabbitBus:
         prefetch = max(1, prefetch)
         in_flight = trio.Semaphore(prefetch)
         started = False
+        attempt = 0
         async with open_nursery() as handlers:
             while True:
                 link = await self._next_link()
                 try:
-                    async with _subscribe(link, queue, prefetch) as deliveries:
+                    async with rq.subscribe(link, queue, prefetch) as deliveries:
                         if not started:
                             started = True
                             task_status.started()
+                        attempt = 0
                         async for message in deliveries:
                             await in_flight.acquire()
                             if not message.channel.is_open:
                                 in_flight.release()  # stale: the broker redelivers it
                                 continue
-                            handlers.start_soon(_handle, message, handler, in_flight)
-                except BusError:
-                    if not link.closed.is_set():
-                        raise  # not a lost connection: no such queue, access refused...
+                            handlers.start_soon(self._handle, message, queue, handler, in_flight)
+                except BusError as exc:
+                    if link.closed.is_set():
+                        continue  # the connection went: resubscribe once it is back
+                    if not started:
+                        raise  # no such queue, access refused...: the caller's mistake
+                    # the connection is up but the queue is not (yet): a quorum queue still
+                    # electing its leader after a broker restart, a redeclare in progress
+                    log.warning("cannot resubscribe; trying again", queue=queue, error=str(exc))
+                    await trio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.0))
+                    attempt += 1
 
-
-async def _declare(link: Link, topology: Topology) -> None:
-    channel = await link.open_channel()
-    try:
-        for exchange in topology.exchanges:
-            await channel.call(channel.pika.exchange_declare, exchange.name, exchange.type, durable=True)
-        for spec in topology.queues:
-            await channel.call(channel.pika.queue_declare, spec.name, durable=True,
-                               arguments=spec.arguments())
-            await channel.call(channel.pika.queue_declare, spec.dead_letter_queue, durable=True,
-                               arguments={"x-queue-type": "quorum"})
-            await channel.call(channel.pika.queue_bind, spec.dead_letter_queue, DEAD_LETTERS,
-                               routing_key=spec.name)
-            for exchange_name, pattern in spec.bindings:
-                await channel.call(channel.pika.queue_bind, spec.name, exchange_name, routing_key=pattern)
-    finally:
-        channel.close()
-
-
-async def _bind(link: Link, queue: str, exchange: str, pattern: str) -> None:
-    channel = await link.open_channel()
-    try:
-        await channel.call(channel.pika.queue_bind, queue, exchange, routing_key=pattern)
-    finally:
-        channel.close()
-
-
-async def _declare_reply_queue(link: Link, name: str) -> None:
-    channel = await link.open_channel()
-    try:
-        await channel.call(channel.pika.queue_declare, name, exclusive=True, auto_delete=True,
-                           arguments={"x-queue-type": "classic"})
-    finally:
-        channel.close()
-
-
-@asynccontextmanager
-async def _subscribe(link: Link, queue: str, prefetch: int) -> AsyncIterator[trio.MemoryReceiveChannel[_Message]]:
-    """A consumer on a channel of its own; deliveries end when the channel or consumer does."""
-    channel = await link.open_channel()
-    # pika calls on_message synchronously; the broker never has more than `prefetch` unacked
-    # deliveries out on this channel, so the buffer cannot overflow.
-    send, receive = trio.open_memory_channel[_Message](prefetch)
-
-    def on_message(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
+    async def _handle(self, message: rq.Message, queue: str, handler: Handler, in_flight: trio.Semaphore) -> None:
+        spec = self._specs.get(queue)
+        delivery = rq.delivery_of(message, spec)
         try:
-            send.send_nowait(_Message(channel, method, properties, body))
-        except trio.ClosedResourceError:
-            pass  # the consumer is stopping; the channel's close returns the message
-        except trio.WouldBlock:
-            log.error("delivery buffer full; prefetch not honoured", queue=queue)
-
-    channel.on_close(lambda _error: send.close())
-    try:
-        await channel.call(channel.pika.basic_qos, prefetch_count=prefetch, global_qos=False)
-        channel.pika.add_on_cancel_callback(lambda _frame: send.close())  # queue deleted
-        ok = await channel.call(channel.pika.basic_consume, queue, on_message)
-        consumer_tag = ok.method.consumer_tag
-        try:
-            yield receive
+            settlement = await run_handler(handler, delivery, spec)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                if channel.is_open:
-                    with contextlib.suppress(BusError):  # a closing channel cancels it anyway
-                        await channel.call(channel.pika.basic_cancel, consumer_tag)
-    finally:
-        send.close()
-        channel.close()
+            in_flight.release()
+        if settlement.verdict is Verdict.RETRY_LATER and spec is not None:
+            settlement = await self._park(message, delivery, spec, settlement)
+        elif settlement.verdict is Verdict.DEAD_LETTER and spec is not None:
+            settlement = await self._bury(message, delivery, spec, settlement)
+        rq.settle(message, settlement.verdict)
 
+    async def _park(self, message: rq.Message, delivery: Delivery, spec: QueueSpec,
+                    settlement: Settlement) -> Settlement:
+        """A copy in the retry queue (confirmed) before the delivery is acked."""
+        headers = retry_headers(delivery, settlement.reason, time.time(), settlement.headers)
+        try:
+            await self._copy(message, DEFAULT, spec.retry_queue(settlement.delay), headers)
+        except BusError as exc:  # the broker is away too: the delivery stays unsettled, so it returns
+            log.info("could not park a message for a later retry", error=str(exc))
+            return Settlement(Verdict.REQUEUE)
+        return Settlement(Verdict.ACK)
 
-async def _handle(message: _Message, handler: Handler, in_flight: trio.Semaphore) -> None:
-    try:
-        verdict = await run_handler(handler, _delivery(message))
-    finally:
-        in_flight.release()
-    _settle(message, verdict)
+    async def _bury(self, message: rq.Message, delivery: Delivery, spec: QueueSpec,
+                    settlement: Settlement) -> Settlement:
+        """A copy with its reason in the dead-letter queue (confirmed) before the delivery is acked."""
+        headers = dead_headers(delivery, spec.name, settlement.reason, time.time())
+        try:
+            await self._copy(message, DEAD_LETTERS, spec.name, headers)
+        except BusError as exc:  # the broker's own dead-lettering, without the reason
+            log.info("could not dead-letter a message with its reason", error=str(exc))
+            return Settlement(Verdict.DEAD_LETTER)
+        return Settlement(Verdict.ACK)
 
+    async def _copy(self, message: rq.Message, exchange: str, routing_key: str, headers: dict[str, Any]) -> None:
+        props = message.properties
+        properties = pika.BasicProperties(
+            content_type=props.content_type or "application/json", delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=props.message_id, correlation_id=props.correlation_id, reply_to=props.reply_to,
+            headers=headers)
+        publisher = await self._current_link().publisher()
+        tag, confirmed = publisher.send(exchange, routing_key, message.body, properties)
+        try:
+            await confirmed.wait()
+        finally:
+            publisher.forget(tag)
 
-def _delivery(message: _Message) -> Delivery:
-    props = message.properties
-    headers = dict(props.headers or {})
-    count = headers.get("x-delivery-count", 0)
-    return Delivery(
-        exchange=message.method.exchange,
-        routing_key=message.method.routing_key,
-        body=message.body,
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        headers=headers,
-        redelivered=bool(message.method.redelivered),
-        delivery_count=count if isinstance(count, int) else 0,
-    )
+    # operators' tools (shared/bus/dead_letters.py)
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in `queue`, or None if it does not exist."""
+        channel = await self._current_link().open_channel()
+        try:
+            ok = await channel.call(channel.pika.queue_declare, queue, passive=True)
+        except BusError as exc:
+            if "404" in str(exc):
+                return None
+            raise
+        finally:
+            channel.close()
+        return int(ok.method.message_count)
 
-def _settle(message: _Message, verdict: Verdict) -> None:
-    """Ack/reject on the delivering channel only: a tag from a closed channel is meaningless."""
-    channel, tag = message.channel, message.method.delivery_tag
-    if not channel.is_open:
-        log.info("delivery's channel closed before settling; the broker redelivers it", tag=tag)
-        return
-    try:
-        with translated("settle"):
-            if verdict is Verdict.ACK:
-                channel.pika.basic_ack(tag)
-            elif verdict is Verdict.DEAD_LETTER:
-                channel.pika.basic_reject(tag, requeue=False)
-            else:
-                channel.pika.basic_nack(tag, requeue=True)
-    except BusError as exc:
-        log.info("could not settle a delivery; the broker redelivers it", error=str(exc))
+    async def drain(self, queue: str, visit: Callable[[Delivery], Awaitable[bool]], *, limit: int) -> int:
+        """Hand up to `limit` waiting messages of `queue` to `visit`, oldest first; those it returns
+        True for are removed, the others stay. Returns how many were visited."""
+        depth = await self.queue_depth(queue)
+        wanted = min(limit, depth or 0)
+        if wanted <= 0:
+            return 0
+        seen = removed = 0
+        async with rq.subscribe(self._current_link(), queue, wanted) as deliveries:
+            with trio.move_on_after(10):  # a message another tool holds right now is not waited for
+                async for message in deliveries:
+                    seen += 1
+                    keep = not await visit(rq.delivery_of(message, None))
+                    rq.settle(message, Verdict.REQUEUE if keep else Verdict.ACK)
+                    removed += not keep
+                    if seen >= wanted:
+                        break
+        # the kept ones return to the queue asynchronously; the next look must see them
+        with trio.move_on_after(5):
+            while True:
+                if (await self.queue_depth(queue) or 0) >= (depth or 0) - removed:
+                    break
+                await trio.sleep(0.05)  # the broker's own bookkeeping: there is no event to wait on
+        return seen

@@ -19,14 +19,14 @@ import trio
 from pydantic import BaseModel
 
 from shared import metrics
-from shared.bus.api import Bus, BusError, Delivery, Handler
+from shared.bus.api import Bus, Delivery, Handler
 from shared.bus.middleware import traced
 from shared.bus.topology import DEFAULT
-from shared.db.pool import INFRASTRUCTURE_ERRORS
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.clear import Error
 from shared.messages.codec import DecodeError, decode, encode
 from shared.messages.rpc import Reply
+from shared.outages import ServiceOutage, describe, is_outage
 
 log = structlog.get_logger("clearcard.rpc")
 
@@ -96,6 +96,8 @@ class RpcClient:
             reply = await receive.receive()
         finally:
             self._pending.pop(correlation_id, None)
+        if reply.outage:
+            raise ServiceOutage(f"{routing_key}: {reply.error.message if reply.error else 'outage'}")
         if not reply.ok:
             error = reply.error or Error.of(ErrorCode.INTERNAL)
             raise ClearCardError(error.code, error.message)
@@ -115,8 +117,6 @@ class Operation:
     # large answers (a period's pages) would hold the period in memory after all
     remember: bool = True
 
-
-_PASSING_TROUBLE: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, BusError)
 
 # How many answered commands a server remembers, to answer a redelivery without running it again.
 ANSWERED_MEMORY = 4096
@@ -142,9 +142,11 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
             if key:
                 running[key] = trio.Event()
             try:
-                body = encode(await _answer(delivery))
+                reply = await _answer(delivery)
+                body = encode(reply)
                 op = operations.get(delivery.routing_key.rsplit(".", 1)[-1])
-                if key and (op is None or op.remember):
+                # an outage answer is not the command's answer: a redelivery runs it again
+                if key and not reply.outage and (op is None or op.remember):
                     answered[key] = body
                     if len(answered) > ANSWERED_MEMORY:
                         answered.popitem(last=False)
@@ -176,12 +178,13 @@ def rpc_server(bus: Bus, operations: Mapping[str, Operation]) -> Handler:
             reply = Reply(ok=False, error=Error.of(exc.code, exc.message))
         except trio.Cancelled:
             raise
-        except _PASSING_TROUBLE as exc:  # the database or broker is away for a moment: the caller retries
-            log.warning("command failed on infrastructure", op=op_name, error=repr(exc))
-            reply = Reply(ok=False, error=Error.of(
-                ErrorCode.TIMEOUT, "The service could not reach its database or broker; it will be retried."))
-        except Exception as exc:  # a bug must answer the caller, not leave it waiting
-            log.exception("command failed", op=op_name, error=repr(exc))
+        except Exception as exc:  # a group too (an operation's nursery)
+            if is_outage(exc):  # the database or broker is away for a moment: the caller waits
+                log.warning("command met an outage", op=op_name, error=describe(exc))
+                return Reply(ok=False, outage=True, error=Error.of(
+                    ErrorCode.TIMEOUT, "The service could not reach its database or broker; it will be retried."))
+            # a bug must answer the caller, not leave it waiting
+            log.error("command failed", op=op_name, exc_info=exc)
             reply = Reply(ok=False, error=Error.of(ErrorCode.INTERNAL))
         return reply
 

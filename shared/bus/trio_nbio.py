@@ -6,6 +6,11 @@ streaming mixins of `io_services_utils`; this module supplies the same on trio, 
 name lookup is a task in the nursery the adapter is given, so closing that nursery ends
 them all. pika invokes callbacks synchronously from those tasks: code in a callback must
 not block, and hands work to trio with `send_nowait` or `Event.set`.
+
+pika itself may raise from such a callback (its connector raises ValueError when a socket is
+reset between connecting and `getpeername()`, as a proxy refusing connections does): that is the
+connection failing, not a reason to end the I/O tasks' nursery and its owner with it, so it is
+handed to `on_failure`, which fails the connection.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ class TrioConnection(BaseConnection):
         on_open_error_callback: Callable[[Any, BaseException], None],
         on_close_callback: Callable[[Any, BaseException], None],
         nursery: trio.Nursery,
+        on_failure: Callable[[Exception], None],
     ) -> None:
         super().__init__(
             parameters,
             on_open_callback,
             on_open_error_callback,
             on_close_callback,
-            TrioIOServices(nursery),
+            TrioIOServices(nursery, on_failure),
             internal_connection_workflow=True,
         )
 
@@ -66,8 +72,9 @@ class TrioIOServices(
 ):
     """`AbstractIOServices` on trio: fd watchers, timers and lookups are tasks in `nursery`."""
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, on_failure: Callable[[Exception], None]) -> None:
         self._nursery = nursery
+        self._on_failure = on_failure
         self._token = trio.lowlevel.current_trio_token()
         self._readers: dict[int, tuple[trio.CancelScope, list[Callable[[], None]]]] = {}
         self._writers: dict[int, tuple[trio.CancelScope, list[Callable[[], None]]]] = {}
@@ -94,7 +101,7 @@ class TrioIOServices(
             with ref.scope:
                 await trio.sleep(delay)
                 ref.done = True
-                callback()
+                self._call(callback)
 
         self._nursery.start_soon(timer)
         return ref
@@ -118,7 +125,7 @@ class TrioIOServices(
                 except (OSError, socket.gaierror) as exc:
                     result = exc
                 ref.done = True
-                on_done(result)
+                self._call(on_done, result)
 
         self._nursery.start_soon(lookup)
         return ref
@@ -160,12 +167,23 @@ class TrioIOServices(
                     # writable: try once on the next tick, batching this tick's frames, before
                     # paying for a poll registration (pika handles EAGAIN itself)
                     await trio.lowlevel.checkpoint()
-                    slot[0]()
+                    if not self._call(slot[0]):
+                        return
                 while not scope.cancel_called:
                     await wait(fd)
-                    slot[0]()
+                    if not self._call(slot[0]):
+                        return
 
         self._nursery.start_soon(watch)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> bool:
+        """Run a pika callback; False (and the connection failed) if pika raised from it."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self._on_failure(exc)
+            return False
+        return True
 
     @staticmethod
     def _unwatch(watchers: dict[int, tuple[trio.CancelScope, list[Callable[[], None]]]], fd: int) -> bool:

@@ -32,14 +32,20 @@ class DatabaseUnavailable(Exception):
 
 
 # Errors that mean "the database is not there right now" (restart, cut link, full), not a bug:
-# callers treat them as transient and try again.
+# callers treat them as transient and try again (shared/outages.py adds the broker's).
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     DatabaseUnavailable,
-    OSError,
+    OSError,  # includes TimeoutError: asyncpg's command_timeout
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now: a restarting server
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full
+    # a deadlock victim or serialization failure: the transaction rolled back whole, so running
+    # it again is safe
+    asyncpg.TransactionRollbackError,
+    # asyncpg's protocol state broken by a connection lost mid-exchange ("cannot switch to state
+    # N; another operation is in progress"), seen on server restarts; the pool replaces it
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 
@@ -67,6 +73,29 @@ def pool_max_from_env(environ: Mapping[str, str] | None = None) -> int:
     return size
 
 
+IDLE_TRANSACTION_ENV = "CLEARCARD_DB_IDLE_TRANSACTION_TIMEOUT"
+DEFAULT_IDLE_TRANSACTION_TIMEOUT = 60.0
+
+
+def idle_transaction_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """CLEARCARD_DB_IDLE_TRANSACTION_TIMEOUT (seconds), or the default.
+
+    A transaction whose client went quiet that long (a stalled link, a paused process) is ended
+    by PostgreSQL, so its row locks cannot hold up the other replicas (a coordinator taking over
+    expired leases). Units of work here last milliseconds; asyncpg gives up on a statement after
+    60 s anyway.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(IDLE_TRANSACTION_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_IDLE_TRANSACTION_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{IDLE_TRANSACTION_ENV} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{IDLE_TRANSACTION_ENV} must be positive, got {raw!r}")
+    return value
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     """Returning a connection to the pool: nothing beyond asyncpg's own rollback of an open transaction.
 
@@ -89,9 +118,11 @@ class Database:
     @asynccontextmanager
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Database]:
         """Open a pool; needs a running trio-asyncio loop (`trio_asyncio.open_loop()`)."""
+        idle_ms = str(round(idle_transaction_timeout_from_env() * 1000))
         try:
             pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset
+                dsn, min_size=min(min_size, max_size), max_size=max_size, command_timeout=60, reset=_reset,
+                server_settings={"idle_in_transaction_session_timeout": idle_ms},
             )
         except ssl.SSLCertVerificationError as exc:
             raise DatabaseUnavailable(

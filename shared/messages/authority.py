@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.messages.base import DeviceId, Frozen, Period
+from shared.messages.base import DeviceId, FromOutside, Frozen, Period
 from shared.messages.device import Invoice, TypeSummary, WritebackPackage
 
 MAX_BATCH = 200  # devices per batched status query: well under the 64 KiB message limit
@@ -31,7 +31,7 @@ class ReportSubmission(Frozen):
     summaries: list[TypeSummary]
 
 
-class Accepted(Frozen):
+class Accepted(FromOutside):
     accepted: int  # how many items the bureau took (a repeat is accepted again, not duplicated)
 
 
@@ -43,7 +43,7 @@ class DeclarationQuery(Frozen):
     device_id: DeviceId
 
 
-class DeclarationStatus(Frozen):
+class DeclarationStatus(FromOutside):
     declared: bool
     comparison: Literal["pass", "fail", "pending"]
 
@@ -61,7 +61,7 @@ class DeclarationItem(Frozen):
     comparison: Literal["pass", "fail", "pending"]
 
 
-class DeclarationBatch(Frozen):
+class DeclarationBatch(FromOutside):
     statuses: list[DeclarationItem]
 
 
@@ -77,5 +77,5 @@ class PackageRequest(Frozen):
     challenge: str
 
 
-class PackageReply(Frozen):
+class PackageReply(FromOutside):
     package: WritebackPackage

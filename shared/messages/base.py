@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema, model_validator
+
+from shared.text import FIELD_LIMIT, MESSAGE_LIMIT, clean_text, clean_tree
 
 # Invoice type codes (票种代码) the product knows.
 INVOICE_TYPES: dict[str, str] = {
@@ -25,6 +27,20 @@ class Frozen(BaseModel):
     """Immutable; unknown fields ignored (contract §3)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class FromOutside(Frozen):
+    """A reply carrying what a device or the bureau said: every string in it is cleaned of NUL and
+    control characters and bounded before anything stores or publishes it (shared/text.py)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cleaned(cls, data: Any) -> Any:
+        return clean_tree(data, FIELD_LIMIT)
+
+
+# free text for a person (error messages): cleaned and bounded
+PlainText = Annotated[str, AfterValidator(lambda v: clean_text(v, MESSAGE_LIMIT))]
 
 
 def _period(value: str) -> str:

@@ -15,6 +15,7 @@ from shared.messages.base import (
     Frozen,
     InvoiceType,
     Period,
+    PlainText,
     RequestId,
     TraceId,
     utc_now,
@@ -70,7 +71,7 @@ class ClearRequest(Frozen):
 
 class Error(Frozen):
     code: ErrorCode
-    message: str
+    message: PlainText  # often quotes a device or the bureau
 
     @classmethod
     def of(cls, code: ErrorCode, message: str | None = None) -> Error:

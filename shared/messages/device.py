@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from shared.messages.base import DeviceId, Frozen, InvoiceType, Period
+from shared.messages.base import DeviceId, FromOutside, Frozen, InvoiceType, Period
 
 TypeStatus = Literal[0, 1, 2]  # 0 needs reporting, 1 reported awaiting write-back, 2 cleared
 
@@ -27,7 +27,7 @@ class PeriodCommand(DeviceCommand):
     invoice_types: list[InvoiceType] = Field(default_factory=list)  # empty = every type held
 
 
-class Monitoring(Frozen):
+class Monitoring(FromOutside):
     """The bureau's monitoring data (监控管理数据) as the device holds it."""
 
     lock_date: str  # 开票截止日期, YYYY-MM-DD
@@ -42,7 +42,7 @@ class Monitoring(Frozen):
     offline_amount_limit: str
 
 
-class DeviceInfo(Frozen):
+class DeviceInfo(FromOutside):
     """Reply to `info` and `precheck`: what the device says about itself right now."""
 
     device_id: str
@@ -66,7 +66,7 @@ Instant = Annotated[str, StringConstraints(pattern=r"^[0-9T:.+\-Z ]{10,35}$")]
 Cursor = Annotated[str, StringConstraints(pattern=r"^[ -~]{1,64}$")]
 
 
-class Invoice(Frozen):
+class Invoice(FromOutside):
     invoice_type: InvoiceType
     code: InvoiceCode  # 发票代码
     number: InvoiceCode  # 发票号码
@@ -77,7 +77,7 @@ class Invoice(Frozen):
     offline: bool = False
 
 
-class TypeSummary(Frozen):
+class TypeSummary(FromOutside):
     """The signed period summary (抄税) of one invoice type."""
 
     invoice_type: str
@@ -95,7 +95,7 @@ class TypeSummary(Frozen):
     signature: str  # hex; the device's signature over the summary
 
 
-class PeriodHeader(Frozen):
+class PeriodHeader(FromOutside):
     """Reply to `read_period`: the device's period without its invoices (they come in pages).
 
     `invoice_counts` is how many invoices each type holds in the period: the pages of
@@ -121,7 +121,7 @@ class InvoicePageCommand(DeviceCommand):
     limit: int = Field(default=PAGE_INVOICES, ge=1, le=MAX_PAGE_INVOICES)
 
 
-class InvoicePage(Frozen):
+class InvoicePage(FromOutside):
     """Reply to `read_invoices`; `next_cursor` is None after the type's last page."""
 
     invoice_type: str
@@ -129,28 +129,28 @@ class InvoicePage(Frozen):
     next_cursor: Cursor | None = None
 
 
-class OfflineUpload(Frozen):
+class OfflineUpload(FromOutside):
     """Reply to `upload_offline`: the invoices issued offline, now marked uploaded on the device."""
 
     device_id: str
     invoices: list[Invoice]
 
 
-class ReportReply(Frozen):
+class ReportReply(FromOutside):
     """Reply to `report`: one signed summary per type now in status 1 (or already reported)."""
 
     device_id: str
     summaries: list[TypeSummary]
 
 
-class Challenge(Frozen):
+class Challenge(FromOutside):
     """Reply to `challenge`: a random value the next write-back package must carry."""
 
     device_id: str
     challenge: str
 
 
-class WritebackPackage(Frozen):
+class WritebackPackage(FromOutside):
     """The bureau's ciphertext package (反写监控), checked by the device before it applies it."""
 
     package_id: str
@@ -171,7 +171,7 @@ class WritebackCommand(DeviceCommand):
     package: WritebackPackage
 
 
-class WritebackReply(Frozen):
+class WritebackReply(FromOutside):
     device_id: str
     applied: list[str]  # types cleared by this package now
     already: list[str]  # types this package had already cleared (a repeat is not applied twice)

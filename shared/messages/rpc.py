@@ -14,3 +14,6 @@ class Reply(Frozen):
     ok: bool
     result: dict[str, Any] | None = None
     error: Error | None = None
+    # the service could not reach its database or broker: nothing is wrong with the command,
+    # the caller waits and sends it again (shared/outages.py ServiceOutage)
+    outage: bool = False

@@ -19,6 +19,7 @@ from shared import telemetry
 from shared.bus.api import Bus, BusError, Delivery, Handler, Reject
 from shared.bus.memory import MemoryBus
 from shared.bus.middleware import traced
+from shared.bus.retry import DEAD_QUEUE, DEAD_REASON
 from shared.bus.rpc import Operation, RpcClient, rpc_server
 from shared.bus.topology import COMMANDS, DEAD_LETTERS, DEFAULT, QueueSpec, topology_for
 from shared.errors import ClearCardError, ErrorCode
@@ -144,8 +145,8 @@ async def test_refused_message_is_dead_lettered(bus: Bus, nursery: trio.Nursery,
     assert (await next_delivery(seen)).message_id == "poison-1"
     d = await next_delivery(dead)
     assert (d.exchange, d.routing_key, d.body, d.message_id) == (DEAD_LETTERS, q.name, b'{"bad": 1}', "poison-1")
-    assert d.headers["x-first-death-reason"] == "rejected"
-    assert d.headers["x-first-death-queue"] == q.name
+    assert d.headers[DEAD_REASON].startswith("refused: "), d.headers
+    assert d.headers[DEAD_QUEUE] == q.name
 
 
 async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus, nursery: trio.Nursery) -> None:
@@ -164,7 +165,9 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus, nursery: 
     assert [t.delivery_count for t in tries] == [0, 1, 2]
     assert [t.redelivered for t in tries] == [False, True, True]
     d = await next_delivery(dead)
-    assert (d.message_id, d.headers["x-first-death-reason"]) == ("p", "delivery_limit")
+    assert d.message_id == "p"
+    assert d.headers[DEAD_REASON] == "failed 3 times: RuntimeError: handler bug", d.headers
+    assert tries[-1].attempt.last_delivery and not tries[0].attempt.last_delivery
 
     # the consumer survived its handler's exceptions
     await bus.publish(COMMANDS, "poison", b'{"fine": true}')

@@ -13,6 +13,7 @@ from shared.bus.rpc import Operation, RpcClient, rpc_server
 from shared.bus.topology import COMMANDS, topology_for
 from tests.bus.conftest import rabbitmqctl
 from tests.bus.test_contract import Echo, collect, next_delivery, queue, start_consumer
+from tests.conftest import AMQP_URL
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -115,3 +116,42 @@ async def test_cancelling_consume_cancels_the_broker_consumer(
             if q.name not in listed:
                 break
             await trio.sleep(0.1)  # rabbitmqctl: the broker's view, no event to wait for
+
+
+async def test_a_consumer_whose_queue_vanished_while_connected_waits_for_it(
+    rabbit: tuple[RabbitBus, str], nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed resubscribe while the link is up (the queue deleted, or not yet back after a broker
+    restart) is retried with backoff: the consumer neither dies nor takes its service down."""
+    bus, vhost = rabbit
+    q = queue("vanishing", "vanishing")
+    await bus.declare(topology_for(q))
+    received = await collect(nursery, bus, q.name)
+    await rabbitmqctl("delete_queue", "-p", vhost, q.name)  # the broker cancels our consumer
+    logged = ""
+    with trio.fail_after(RECONNECT):  # the consumer's own resubscribing fails while the queue is away
+        while True:
+            logged += capsys.readouterr().out
+            if "cannot resubscribe; trying again" in logged:
+                break
+            await trio.sleep(0.1)  # a log line is all there is to see from outside
+    await bus.declare(topology_for(q))  # the queue is back
+    with trio.fail_after(RECONNECT):
+        await publish_until_accepted(bus, "vanishing", b'{"n": 1}', "back")
+        assert (await received.receive()).message_id == "back"
+
+
+async def test_a_broker_that_resets_every_connection_is_a_connection_failure(nursery: trio.Nursery) -> None:
+    """A load balancer or proxy that accepts and resets at once: every connect is a BusError the
+    caller can retry, never an exception that ends the bus and its service (tests/bus/test_nbio.py
+    covers pika raising from inside its callbacks, which such a reset can make it do)."""
+    from tests.faults.proxy import FaultProxy
+
+    proxy = FaultProxy.to_url(AMQP_URL)
+    await nursery.start(proxy.serve)
+    proxy.refuse()
+    for _ in range(30):
+        with pytest.raises(BusError), trio.fail_after(RECONNECT):
+            async with RabbitBus.connect(proxy.url(AMQP_URL), name="resetting"):
+                pass
+    assert proxy.refused == 30

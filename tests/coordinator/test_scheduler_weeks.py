@@ -25,7 +25,7 @@ import trio
 
 from clearcard.runtime import identified, start_services
 from device_gateway.emulator.admin import hold
-from services.coordinator import repository as repo
+from services.coordinator import leases
 from services.coordinator.clock import Clock
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.outbox import Relay
@@ -113,7 +113,7 @@ async def test_retries_every_15_minutes_escalates_twice_and_stops_at_the_lock_da
             while clock.now() < end:
                 if await scheduler.tick():
                     rounds.append(clock.now())
-                    for work in await database.run(repo.claim_work, runner.owner, 10, config.lease_seconds):
+                    for work in await database.run(leases.claim_work, runner.owner, 10, config.lease_seconds):
                         await runner.drive(work)  # DEVICE_BUSY: a transient failure, retried next round
                 today = clock.now().date()
                 if today.isoformat() not in colours:

@@ -22,7 +22,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from shared.bus.api import Delivery
+from shared.bus.api import BusError, Delivery
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS
 from shared.messages.clear import ClearRequest
@@ -70,8 +70,15 @@ class Follower:
     request_ids: set[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+    message_ids: set[str] = field(default_factory=set)
 
     async def on_delivery(self, delivery: Delivery) -> None:
+        # the relay publishes a batch again when marking it published failed (a database cut):
+        # the same message ids, which a consumer drops as the contract says
+        if delivery.message_id in self.message_ids:
+            return
+        if delivery.message_id:
+            self.message_ids.add(delivery.message_id)
         event = json.loads(delivery.body)
         if event.get("request_id") in self.request_ids:
             self.events.append(event)
@@ -196,6 +203,11 @@ class Cluster:
                     served.process.kill()
                     await served.process.wait()
 
+    def exited(self) -> dict[str, int]:
+        """Processes that ended by themselves (name -> exit code): none may, whatever the fault."""
+        return {name: code for name, served in self.processes.items()
+                if (code := served.process.poll()) is not None}
+
     def logs(self) -> str:
         """Every log of this test, for a failure message."""
         return "\n".join(f"--- {p.name}\n{p.read_text(encoding='utf-8', errors='replace')[-4000:]}"
@@ -208,11 +220,14 @@ async def cluster(
     overrides: Mapping[str, str] | None = None, latency_ms: Mapping[str, int] | None = None,
     service_urls: Callable[[str, str], tuple[str, str]] | None = None,
     amqp_url_for: Mapping[str, Callable[[str], str]] | None = None,
+    database_url_for: Mapping[str, Callable[[str], str]] | None = None,
+    deferred: Iterable[str] = (),
 ) -> AsyncIterator[tuple[Cluster, str]]:
     """Every process of `layout` on a fresh vhost; yields the cluster and the broker URL for the test.
 
     `service_urls(amqp_url, database_url)` may give the services other URLs (a proxy's), and
-    `amqp_url_for[process](amqp_url)` one process alone another broker URL.
+    `amqp_url_for[process](amqp_url)` / `database_url_for[process](database_url)` one process
+    alone another URL. Processes named in `deferred` are left for the test to start.
     """
     async with fresh_vhost() as url:
         direct = environment(tmp_path / "data", url, database_url,
@@ -224,11 +239,13 @@ async def cluster(
             env["CLEARCARD_AMQP_URL"], env["CLEARCARD_DATABASE_URL"] = service_urls(url, database_url)
         c = Cluster(env, direct, tmp_path, layout)
         c.env_for = {name: {"CLEARCARD_AMQP_URL": to(url)} for name, to in (amqp_url_for or {}).items()}
+        for name, to in (database_url_for or {}).items():
+            c.env_for = {**c.env_for, name: {**c.env_for.get(name, {}), "CLEARCARD_DATABASE_URL": to(database_url)}}
         # the signing keys exist before the services start together (migrations take a lock)
         c.token = (await cli(direct, "token", "issue", "--subject", "faults", "--role", "operator",
                              "--branch", BRANCH)).stdout.decode().strip()
         try:
-            await c.start(*layout)
+            await c.start(*(name for name in layout if name not in set(deferred)))
             yield c, url
         finally:
             await c.stop_all()
@@ -252,9 +269,14 @@ class Requests:
         self.follower.request_ids.add(request.request_id)
         if request not in self.sent:
             self.sent.append(request)
-        await self.bus.publish(COMMANDS, CLEAR_REQUEST, encode(request), message_id=request.request_id,
-                               headers={"authorization": f"Bearer {self.token}"})
-        return request
+        with trio.fail_after(60):  # our own connection may be reconnecting after a broker outage
+            while True:
+                try:
+                    await self.bus.publish(COMMANDS, CLEAR_REQUEST, encode(request), message_id=request.request_id,
+                                           headers={"authorization": f"Bearer {self.token}"})
+                    return request
+                except BusError:
+                    await trio.sleep(0.2)  # the bus reconnects by itself; no event tells us from here
 
     @property
     def first(self) -> ClearRequest:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 import trio
@@ -20,6 +19,7 @@ from services.authority_sim.service import inject_faults
 from shared.bus.topology import AUTHORITY
 from shared.db import Database
 from shared.errors import ErrorCode
+from tests.faults.broker_view import queue_counts
 from tests.faults.harness import (
     DEVICES,
     SEPARATE,
@@ -62,15 +62,7 @@ async def resumes_and_clears_once(env: dict[str, str], requests: Requests) -> No
 
 async def queued_for_the_bureau(url: str) -> int:
     """Messages (ready and unacknowledged) in the bureau's queue on this test's vhost."""
-    vhost = unquote(url.rsplit("/", 1)[1])
-    result = await trio.run_process(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "messages"],
-        capture_stdout=True, capture_stderr=True)
-    for line in result.stdout.decode().splitlines():
-        name, _, count = line.partition("\t")
-        if name == AUTHORITY.name:
-            return int(count)
-    return 0
+    return (await queue_counts(url)).get(AUTHORITY.name, 0)
 
 
 async def test_transient_bureau_refusals_are_retried(tmp_path: Path, database_url: str) -> None:

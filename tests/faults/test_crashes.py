@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import rabbitmqctl
 from tests.faults.harness import GROUPED, assert_exactly_once, cluster, following
+from tests.faults.servers import rabbitmqctl
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
               pytest.mark.timeout(180)]

@@ -31,9 +31,6 @@ async def proxy_to(url: str) -> AsyncIterator[FaultProxy]:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(strict=False, reason="failed 2 times in ~10 CI-like runs before the AMQP handshake timeout "
-                   "(shared/bus/rabbit_link.py HANDSHAKE_TIMEOUT) was added: a reconnect through the proxy hung "
-                   "in the handshake; kept non-strict until it has proven stable over many runs")
 async def test_broker_link_slowed_cut_and_down_for_a_while(tmp_path: Path, database_url: str) -> None:
     async with proxy_to(AMQP_URL) as proxy, cluster(
         tmp_path, database_url, layout=SEPARATE,
