@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from services.console.context import ConsoleContext, context
 from services.console.security import Can, require
+from services.console.spec import responses
 from shared import audit
 from shared.authz import Principal
 from shared.authz.identity import IdentifiedBus
@@ -16,7 +17,7 @@ from shared.authz.vouchers import vouch
 from shared.bus import dead_letters
 from shared.errors import ClearCardError, ErrorCode
 
-router = APIRouter(prefix="/api/admin/dead-letters", tags=["administration"])
+router = APIRouter(prefix="/api/admin/dead-letters", tags=["administration"], responses=responses())
 
 
 class Replay(BaseModel):
