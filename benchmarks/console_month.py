@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg
 import trio
 import trio_asyncio
 
@@ -33,8 +30,9 @@ from services.console.report_files import csv_chunks, write_xlsx
 from shared.db import Database
 from shared.db.migrate import migrate
 from tests.console.seed import PERIOD, seed_month
+from tests.support.servers import PG_ADMIN_DSN, fresh_database
 
-ADMIN = os.environ.get("CLEARCARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN = PG_ADMIN_DSN  # CLEARCARD_TEST_DATABASE_URL, as the tests read it
 
 
 def rss_mib() -> float:
@@ -42,40 +40,33 @@ def rss_mib() -> float:
 
 
 async def main(devices: int, branches: int) -> None:
-    name = f"cc_bench_{uuid.uuid4().hex[:8]}"
-    admin = await trio_asyncio.aio_as_trio(asyncpg.connect)(ADMIN)
-    await trio_asyncio.aio_as_trio(admin.execute)(f'CREATE DATABASE "{name}"')
-    try:
-        async with Database.open(f"{ADMIN.rsplit('/', 1)[0]}/{name}") as db:
-            await migrate(db)
+    async with fresh_database(ADMIN, prefix="cc_bench") as dsn, Database.open(dsn) as db:
+        await migrate(db)
+        started = time.perf_counter()
+        await seed_month(db, devices, branches)
+        print(f"seeded {devices} devices over {branches} branches in {time.perf_counter() - started:.1f} s")
+        await db.execute("ANALYZE")
+        today = await db.run(fleet.today)
+        for n in range(3):
             started = time.perf_counter()
-            await seed_month(db, devices, branches)
-            print(f"seeded {devices} devices over {branches} branches in {time.perf_counter() - started:.1f} s")
-            await db.execute("ANALYZE")
-            today = await db.run(fleet.today)
-            for n in range(3):
-                started = time.perf_counter()
-                answer = await db.run(month.month_at_a_glance, PERIOD, today, None, limit=50)
-                took = time.perf_counter() - started
-                size = len(json.dumps(answer))
-                print(f"month at a glance #{n + 1}: {took * 1000:.0f} ms, answer {size / 1024:.1f} KiB, "
-                      f"peak RSS {rss_mib():.0f} MiB")
-            report = Report(period=PERIOD, branches=None, locale="zh-CN")
-            with tempfile.TemporaryDirectory() as folder:
-                target = Path(folder) / "report.xlsx"
-                started = time.perf_counter()
-                await write_xlsx(db, report, target)
-                print(f"xlsx report: {time.perf_counter() - started:.1f} s, {target.stat().st_size / 1024:.0f} KiB, "
-                      f"peak RSS {rss_mib():.0f} MiB")
-                started = time.perf_counter()
-                written = 0
-                async for chunk in csv_chunks(db, report):
-                    written += len(chunk)
-                print(f"csv report: {time.perf_counter() - started:.1f} s, {written / 1024:.0f} KiB, "
-                      f"peak RSS {rss_mib():.0f} MiB")
-    finally:
-        await trio_asyncio.aio_as_trio(admin.execute)(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await trio_asyncio.aio_as_trio(admin.close)()
+            answer = await db.run(month.month_at_a_glance, PERIOD, today, None, limit=50)
+            took = time.perf_counter() - started
+            size = len(json.dumps(answer))
+            print(f"month at a glance #{n + 1}: {took * 1000:.0f} ms, answer {size / 1024:.1f} KiB, "
+                  f"peak RSS {rss_mib():.0f} MiB")
+        report = Report(period=PERIOD, branches=None, locale="zh-CN")
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "report.xlsx"
+            started = time.perf_counter()
+            await write_xlsx(db, report, target)
+            print(f"xlsx report: {time.perf_counter() - started:.1f} s, {target.stat().st_size / 1024:.0f} KiB, "
+                  f"peak RSS {rss_mib():.0f} MiB")
+            started = time.perf_counter()
+            written = 0
+            async for chunk in csv_chunks(db, report):
+                written += len(chunk)
+            print(f"csv report: {time.perf_counter() - started:.1f} s, {written / 1024:.0f} KiB, "
+                  f"peak RSS {rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,14 @@ while clears run, divided by the peak number of device clears in flight).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 import trio
 import trio_asyncio
 
@@ -40,8 +37,9 @@ from shared.config import Settings
 from shared.db import Database
 from shared.db.migrate import migrate
 from shared.messages.base import taxpayer_check_char
+from tests.support.servers import PG_ADMIN_DSN, fresh_database
 
-ADMIN = os.environ.get("CLEARCARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN = PG_ADMIN_DSN  # CLEARCARD_TEST_DATABASE_URL, as the tests read it
 CLOCK = "2026-11-03T09:00:00+08:00"
 
 
@@ -58,11 +56,7 @@ def fleet(path: Path, devices: int, branches: int) -> None:
 
 
 async def main(devices: int, branches: int, *, trace_memory: bool = True) -> None:
-    name = f"cc_bench_{uuid.uuid4().hex[:8]}"
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(ADMIN)
-    await trio_asyncio.aio_as_trio(conn.execute)(f'CREATE DATABASE "{name}"')
-    dsn = ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
+    async with fresh_database(ADMIN, prefix="cc_bench") as dsn:
         with tempfile.TemporaryDirectory() as tmp:
             fleet(Path(tmp) / "fleet.toml", devices, branches)
             settings = Settings.from_env({"CLEARCARD_DATA_DIR": tmp, "CLEARCARD_FLEET": f"{tmp}/fleet.toml",
@@ -105,9 +99,6 @@ async def main(devices: int, branches: int, *, trace_memory: bool = True) -> Non
                           f"process_peak_{'traced' if trace_memory else 'rss_growth'}={peak / 2**20:.1f}MiB "
                           f"per_in_flight={peak / max(peak_in_flight, 1) / 1024:.1f}KiB (upper bound: whole process)")
                     nursery.cancel_scope.cancel()
-    finally:
-        await trio_asyncio.aio_as_trio(conn.execute)(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await trio_asyncio.aio_as_trio(conn.close)()
 
 
 if __name__ == "__main__":

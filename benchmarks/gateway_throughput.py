@@ -20,57 +20,45 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg
 import trio
 import trio_asyncio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_gateway.service import run_gateway
 from shared.bus.memory import MemoryBus
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
-from shared.config import Settings
 from shared.db import Database
 from shared.db.migrate import migrate
 from shared.messages.base import taxpayer_check_char
 from shared.messages.device import DeviceCommand, DeviceInfo
+from tests.support.fleets import device
+from tests.support.fleets import fleet_text as fleet
+from tests.support.servers import fresh_database
+from tests.support.settings import local_settings
 
 TAXPAYER = "91420100MA4K0001X" + taxpayer_check_char("91420100MA4K0001X")
 
 
 def fleet_text(count: int, latency_ms: int) -> str:
-    lines = ['clock = "2026-11-03T09:00:00+08:00"', ""]
-    for index in range(1, count + 1):
-        lines += ["[[device]]", f'id = "66{index:010d}"', 'family = "ukey"', f'taxpayer_id = "{TAXPAYER}"',
-                  'branch = "bench"', 'pin = "12345678"', 'period = "2026-10"', 'invoice_types = ["004"]',
-                  "invoices_per_type = 1", f"latency_ms = {latency_ms}", ""]
-    return "\n".join(lines)
-
-
-async def admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    return fleet(*(device(f"66{index:010d}", "ukey", TAXPAYER, ["004"], branch="bench", invoices_per_type=1,
+                          latency_ms=latency_ms) for index in range(1, count + 1)))
 
 
 async def scenario(server: str, devices: int, latency_ms: int, seconds: float) -> tuple[int, float, list[float]]:
     """(commands, elapsed, per-command seconds of device 1) with every device kept busy."""
-    name = f"cc_bench_{uuid.uuid4().hex[:10]}"
-    await trio_asyncio.aio_as_trio(admin)(server, f'CREATE DATABASE "{name}"')
-    try:
+    async with fresh_database(server, prefix="cc_bench") as dsn:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
             (data / "fleet.toml").write_text(fleet_text(devices, latency_ms), encoding="utf-8")
-            settings = Settings(amqp_url=None, database_url=None, data_dir=data,
-                                backup_dirs=(data / "b1", data / "b2"), fleet_file=data / "fleet.toml",
-                                http_host="127.0.0.1", http_port=8080)
-            async with Database.open(f"{server.rsplit('/', 1)[0]}/{name}", max_size=10) as db:
+            settings = local_settings(data, fleet_file=data / "fleet.toml")
+            async with Database.open(dsn, max_size=10) as db:
                 await migrate(db)
                 bus = MemoryBus()
                 async with trio.open_nursery() as nursery:
@@ -96,9 +84,7 @@ async def scenario(server: str, devices: int, latency_ms: int, seconds: float) -
                                 clients.start_soon(device_loop, f"66{index:010d}")
                         elapsed = time.perf_counter() - started
                     nursery.cancel_scope.cancel()
-        return count, elapsed, durations
-    finally:
-        await trio_asyncio.aio_as_trio(admin)(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return count, elapsed, durations
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,11 +13,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import asyncpg
 import trio
-import trio_asyncio
 
 from benchmarks.fleetgen import Group, write_groups
 from clearcard.runtime import ALL, start_services
@@ -33,8 +28,12 @@ from shared.db import Database
 from shared.db.migrate import migrate
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
+from tests.support.processes import serving
+from tests.support.servers import fresh_database
+from tests.support.vhosts import fresh_vhost
 
-CLEARCARD = [sys.executable, "-m", "clearcard"]
+__all__ = ["Follower", "fresh_database", "fresh_vhost", "outcomes", "system"]  # what the benchmarks use
+
 FINAL = ("clear.finished", "clear.rejected")
 
 
@@ -79,59 +78,6 @@ def outcomes(events: list[dict[str, Any]]) -> dict[str, int]:
 
 
 @asynccontextmanager
-async def fresh_database(pg: str) -> AsyncIterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg)
-    await trio_asyncio.aio_as_trio(admin.execute)(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio_asyncio.aio_as_trio(admin.execute)(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await trio_asyncio.aio_as_trio(admin.close)()
-
-
-def _vhost(amqp: str) -> tuple[str, str]:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    return name, amqp.rsplit("/", 1)[0] + "/" + quote(name, safe="")
-
-
-@asynccontextmanager
-async def fresh_vhost(amqp: str) -> AsyncIterator[str]:
-    name, url = await trio.to_thread.run_sync(_vhost, amqp)
-    try:
-        yield url
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.run_process(["rabbitmqctl", "-q", "delete_vhost", name], capture_stdout=True)
-
-
-@asynccontextmanager
-async def serving(env: dict[str, str], services: list[str], log: Path) -> AsyncIterator[None]:
-    """`clearcard serve ...` in its own process until the block ends (SIGTERM)."""
-    with log.open("wb") as sink:
-        process = await trio.lowlevel.open_process([*CLEARCARD, "serve", *services], env=env,
-                                                   stdout=sink, stderr=sink)
-        try:
-            with trio.fail_after(900):
-                while b"serving" not in await trio.Path(log).read_bytes():
-                    if process.poll() is not None:
-                        raise RuntimeError(f"serve {services} exited:\n{(await trio.Path(log).read_text())[-2000:]}")
-                    await trio.sleep(0.2)  # a child's log has no event to wait on
-            yield
-        finally:
-            with trio.CancelScope(shield=True):
-                process.terminate()
-                with trio.move_on_after(20):
-                    await process.wait()
-                if process.poll() is None:
-                    process.kill()
-
-
-@asynccontextmanager
 async def system(args: argparse.Namespace, groups: list[Group], tmp: Path, url: str, dsn: str,
                  env_extra: dict[str, str]) -> AsyncIterator[tuple[Follower, Bus, Database]]:
     """The fleet, the services (here or in processes) and a follower, ready to clear."""
@@ -151,12 +97,14 @@ async def system(args: argparse.Namespace, groups: list[Group], tmp: Path, url: 
             child = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
             child.update(env, CLEARCARD_LOG_LEVEL="WARNING", CLEARCARD_HTTP="127.0.0.1:0")
             shards = {"CLEARCARD_GATEWAY_SHARDS": str(4 * args.gateways)} if args.gateways > 1 else {}
-            await stack.enter_async_context(serving(child, ["auth", "backup", "audit", "authority-sim"],
-                                                    tmp / "services.log"))
+            await stack.enter_async_context(serving(child, "auth", "backup", "audit", "authority-sim",
+                                                    log=tmp / "services.log", ready_within=900))
             for n in range(max(1, args.gateways)):
-                await stack.enter_async_context(serving({**child, **shards}, ["gateway"], tmp / f"gateway{n}.log"))
+                await stack.enter_async_context(serving({**child, **shards}, "gateway", log=tmp / f"gateway{n}.log",
+                                                        ready_within=900))
             for n in range(max(1, args.coordinators)):
-                await stack.enter_async_context(serving(child, ["coordinator"], tmp / f"coordinator{n}.log"))
+                await stack.enter_async_context(serving(child, "coordinator", log=tmp / f"coordinator{n}.log",
+                                                        ready_within=900))
         else:
             saved = dict(os.environ)
             os.environ.update(env_extra)  # the coordinator reads its tunables from the environment

@@ -21,7 +21,7 @@ from shared.authz.identity import ServiceIdentity, ServiceKeys
 from shared.bus.api import Delivery
 from shared.bus.topology import AUDIT, BACKUP, COMMANDS
 
-MESSAGES_PER_DEVICE_CLEAR = 48  # counted on a one-device clear (tests/e2e's HookedBus)
+MESSAGES_PER_DEVICE_CLEAR = 48  # counted on a one-device clear (tests/support/system.py's HookedBus)
 SMALL = (b'{"record_id": "step:web-0123456789abcdef:661500000001:reported", "service": "coordinator", '
          b'"subject": "ops", "action": "step.reported", "request_id": "web-0123456789abcdef", '
          b'"device_id": "661500000001", "branch_id": "wuhan-hankou", "outcome": "done", '

@@ -33,11 +33,11 @@ from services.coordinator.config import CoordinatorConfig
 from shared import metrics_store
 from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
+from shared.china_time import CHINA
 from shared.config import Settings
 from shared.db import Database
 from shared.db.migrate import migrate
 from shared.fleet_status import device_status
-from shared.tax_calendar import CHINA
 
 PG = os.environ.get("CLEARCARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -31,8 +31,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ import trio_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleetgen import Group, device_id, write_groups
-from benchmarks.harness import CLEARCARD, fresh_database, fresh_vhost
 from services.backup import storage, store
 from services.backup.restore import restore_first_intact
 from shared import logs
@@ -56,6 +54,9 @@ from shared.db import Database
 from shared.db.migrate import migrate
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
+from tests.support.processes import CLEARCARD, serving
+from tests.support.servers import fresh_database
+from tests.support.vhosts import fresh_vhost
 
 TYPES = ("004", "007", "026")
 MIB = 1024 * 1024
@@ -66,28 +67,6 @@ def _status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise LookupError(field)
-
-
-@asynccontextmanager
-async def serving(env: dict[str, str], services: list[str], log: Path) -> AsyncIterator[trio.Process]:
-    """`clearcard serve ...` in its own process, yielded once it serves; SIGTERM at the end."""
-    with log.open("wb") as sink:
-        process = await trio.lowlevel.open_process([*CLEARCARD, "serve", *services], env=env,
-                                                   stdout=sink, stderr=sink)
-        try:
-            with trio.fail_after(120):
-                while b"serving" not in await trio.Path(log).read_bytes():
-                    if process.poll() is not None:
-                        raise RuntimeError(f"serve {services} exited:\n{(await trio.Path(log).read_text())[-2000:]}")
-                    await trio.sleep(0.2)  # a child's log has no event to wait on
-            yield process
-        finally:
-            with trio.CancelScope(shield=True):
-                process.terminate()
-                with trio.move_on_after(20):
-                    await process.wait()
-                if process.poll() is None:
-                    process.kill()
 
 
 async def follow_clear(bus: Bus, token: str, branch: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -159,10 +138,12 @@ async def one_size(args: argparse.Namespace, invoices: int) -> dict[str, Any]:
         child = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
         child.update(env, CLEARCARD_LOG_LEVEL="WARNING", CLEARCARD_HTTP="127.0.0.1:0")
         processes = {
-            "gateway": await stack.enter_async_context(serving(child, ["gateway"], tmp / "gateway.log")),
-            "backup": await stack.enter_async_context(serving(child, ["backup"], tmp / "backup.log")),
+            "gateway": await stack.enter_async_context(serving(child, "gateway", log=tmp / "gateway.log",
+                                                               ready_within=120)),
+            "backup": await stack.enter_async_context(serving(child, "backup", log=tmp / "backup.log",
+                                                              ready_within=120)),
             "others": await stack.enter_async_context(serving(
-                child, ["auth", "coordinator", "audit", "authority-sim"], tmp / "others.log")),
+                child, "auth", "coordinator", "audit", "authority-sim", log=tmp / "others.log", ready_within=120)),
         }
         ready = {name: _status_kib(p.pid, "VmRSS") for name, p in processes.items()}
         bus = await stack.enter_async_context(RabbitBus.connect(url, name="period-bench"))

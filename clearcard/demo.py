@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import trio
@@ -15,11 +15,11 @@ from clearcard.follow import Followed, new_request_id, submit_and_follow
 from clearcard.runtime import ALL, infrastructure, start_services
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing
+from shared.china_time import CHINA
 from shared.config import Settings
 from shared.messages.clear import STEPS, ClearRequest
 
 DEMO_BRANCH = "demo-wuhan"
-CHINA = timezone(timedelta(hours=8))
 
 
 def demo_clock(today: date | None = None) -> tuple[datetime, str]:

@@ -96,7 +96,7 @@ async def run_gateway(
     if servers:
         # imported only when configured: the USB/IP transport needs the `usbip` package
         from device_gateway.transports.composite import CompositeBackend
-        from device_gateway.transports.usbip_backend import UsbipBackend
+        from device_gateway.transports.usbip import UsbipBackend
 
         remote = UsbipBackend(servers)
         backend = CompositeBackend([remote, local] if local is not None else [remote])

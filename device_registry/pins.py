@@ -7,12 +7,12 @@ keys folder (created once, mode 0600), so every process of one installation shar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from shared.errors import ClearCardError, ErrorCode
+from shared.key_files import fernet_key
 
 KEY_FILE = "device-pins.key"
 
@@ -26,24 +26,7 @@ class PinVault:
     @classmethod
     def open(cls, keys_dir: Path) -> PinVault:
         """Load the PIN key, creating it on first use (racing creators agree on one file)."""
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        path = keys_dir / KEY_FILE
-        if not path.exists():
-            key = Fernet.generate_key()
-            tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, key)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)  # fails if another process created it first: use theirs
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        return cls(path.read_bytes().strip())
+        return cls(fernet_key(keys_dir, KEY_FILE))
 
     def seal(self, pin: str) -> bytes:
         """The PIN encrypted for `device_enrolments.pin_cipher`."""

@@ -78,7 +78,8 @@ PLAIN_WORDS: dict[ErrorCode, str] = {
     ErrorCode.INTERNAL: "An internal error occurred; the operations team has the details.",
 }
 
-# Errors worth trying again later; business refusals (PIN, comparison...) never are.
+# Errors worth trying again later; business refusals (PIN, comparison...) never are. The one
+# transient set: every retry decision starts from it, narrowed or widened below with the reason.
 TRANSIENT: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.DEVICE_BUSY,
@@ -87,6 +88,13 @@ TRANSIENT: frozenset[ErrorCode] = frozenset(
         ErrorCode.TIMEOUT,
     }
 )
+# Asked again at once, a few times with backoff (a call to the gateway, the bureau, a service;
+# a backup page): an offline device does not come back within seconds, the scheduler's later
+# rounds retry it instead.
+RETRIED_AT_ONCE: frozenset[ErrorCode] = TRANSIENT - {ErrorCode.DEVICE_OFFLINE}
+# A failed clear the scheduler starts again on its next round, until the lock date: also a
+# filing the bureau has not recorded yet and a backup that could not be taken this time.
+RETRIED_NEXT_ROUND: frozenset[ErrorCode] = TRANSIENT | {ErrorCode.NOT_DECLARED, ErrorCode.BACKUP_FAILED}
 
 
 class ClearCardError(Exception):

@@ -15,10 +15,11 @@ from typing import Any
 
 import asyncpg
 
+from shared.china_time import CHINA
 from shared.deadlines import Thresholds
-from shared.tax_calendar import CHINA, period_of
+from shared.status_words import status_word
+from shared.tax_calendar import period_of
 
-TYPE_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
 FILINGS = ("filed", "not_filed", "unknown")
 COMPARISONS = ("pass", "fail", "pending", "unknown")
 
@@ -57,7 +58,7 @@ def shape(row: Any, as_of: date, thresholds: Thresholds) -> dict[str, Any]:
     """One device's status object from a row with COLUMNS."""
     raw = row["type_status"]
     statuses = json.loads(raw) if isinstance(raw, str) else (raw or {})
-    types = {code: TYPE_WORDS.get(int(v), str(v)) for code, v in sorted(statuses.items())}
+    types = {code: status_word(v) for code, v in sorted(statuses.items())}
     lock: date | None = row["lock_date"]
     days = (lock - as_of).days if lock else None
     abandoned = thresholds.abandoned(row["latest_report_date"], row["open_period"], as_of)

@@ -17,12 +17,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-CHINA = timezone(timedelta(hours=8), "CST")  # devices, bureau and deadlines keep China Standard Time
+from shared.china_time import CHINA  # devices, bureau and deadlines keep China Standard Time
+
 NORMAL_DEADLINE_DAY = 15
 _PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from device_gateway.emulator.clock import clock_abnormal, device_now
-from device_gateway.emulator.firmware import is_locked, lock_date, type_status
+from device_gateway.emulator.device_rules import is_locked, lock_date, type_status
 from device_gateway.emulator.state import DeviceState, seed_state
 from device_gateway.emulator.store import EmulatorStateError, EmulatorStore
 from shared.config import Settings

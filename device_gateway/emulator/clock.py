@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.tax_calendar import CHINA as CST
+from shared.china_time import CHINA
 from shared.tax_calendar import next_period, parse_period, window_start
 
-__all__ = ["CST", "next_period", "parse_period", "window_start"]  # the emulator's calendar words
+__all__ = ["next_period", "parse_period", "window_start"]  # the emulator's calendar words
 CLOCK_BEHIND_LIMIT_S = 3600  # behind by more than this: abnormal
 CLOCK_AHEAD_LIMIT_S = 86400  # ahead by more than this: abnormal
 WRITEBACK_TIME_TOLERANCE = timedelta(hours=24)  # package issued_at vs device clock
@@ -29,7 +29,7 @@ def clock_abnormal(skew_seconds: float) -> bool:
 
 def device_now(clock_base: datetime, wall_base: datetime, wall_now: datetime) -> datetime:
     """The device clock: where it started plus the real time elapsed since, in CST."""
-    return (clock_base + (wall_now - wall_base)).astimezone(CST)
+    return (clock_base + (wall_now - wall_base)).astimezone(CHINA)
 
 
 def parse_instant(value: str) -> datetime:

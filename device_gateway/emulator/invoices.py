@@ -18,8 +18,9 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from device_gateway.emulator.clock import CST, parse_period
+from device_gateway.emulator.clock import parse_period
 from device_gateway.emulator.state import DeviceState
+from shared.china_time import CHINA
 from shared.writeback_package import emulated_device_key
 
 _CENT = Decimal("0.01")
@@ -104,7 +105,7 @@ def invoice_at(book: InvoiceBook, index: int) -> GeneratedInvoice:
         amount = -amount
     y, m = parse_period(book.period)
     day = date(y, m, 1) + timedelta(days=digest[4] % 28)
-    moment = datetime.combine(day, time(9), CST) + timedelta(
+    moment = datetime.combine(day, time(9), CHINA) + timedelta(
         seconds=int.from_bytes(digest[5:8], "big") % _WORKDAY_SECONDS)
     return GeneratedInvoice(
         invoice_type=book.invoice_type,

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+from shared.china_time import CHINA
+
 PIN_ERRORS = frozenset({"DEVICE_PIN_INVALID", "DEVICE_PIN_LOCKED"})
 REFUSALS = frozenset({"rejected", "failed", "refused"})
 # where a refusal is about *who* asked (auth), not about a device or the bureau

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from shared.china_time import CHINA
 from shared.messages.authority import DeclarationStatus
-from shared.tax_calendar import CHINA as CHINA_STANDARD_TIME
 
 # A fleet device with `comparison = "pending"`: the bureau's comparison passes this long after
 # the device's summary reached it, unless the fleet entry says otherwise.
@@ -19,7 +19,7 @@ DEFAULT_PENDING_MINUTES = 30
 def bureau_now(fleet_clock: str | None, started_at: datetime, real_now: datetime) -> datetime:
     """The bureau's time: the fleet's clock advancing in real time since the first start, else real time."""
     if fleet_clock is None:
-        return real_now.astimezone(CHINA_STANDARD_TIME)
+        return real_now.astimezone(CHINA)
     return datetime.fromisoformat(fleet_clock) + (real_now - started_at)
 
 

@@ -17,7 +17,7 @@ import trio
 
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
-from shared.errors import ClearCardError, ErrorCode
+from shared.errors import RETRIED_AT_ONCE, ClearCardError, ErrorCode
 from shared.messages.backup import TakeBackup
 from shared.messages.device import (
     PAGE_INVOICES,
@@ -33,7 +33,6 @@ from shared.paging import page_problem
 HEADER_TIMEOUT = 120.0  # the device computes its summaries over the whole period
 PAGE_TIMEOUT = 60.0
 PAGE_ATTEMPTS = 3  # a page is a plain read: a lost or busy one is asked for again
-_RETRYABLE = frozenset({ErrorCode.TIMEOUT, ErrorCode.DEVICE_BUSY})
 
 
 def _failed(message: str) -> ClearCardError:
@@ -72,7 +71,7 @@ async def _page(rpc: RpcClient, msg: TakeBackup, command: InvoicePageCommand) ->
                                                       f"of device {msg.device_id}'s invoices in time")
         except ClearCardError as exc:
             error = exc
-        if error.code not in _RETRYABLE or attempt == PAGE_ATTEMPTS:
+        if error.code not in RETRIED_AT_ONCE or attempt == PAGE_ATTEMPTS:
             raise error
         await trio.sleep(delay)
         delay *= 2

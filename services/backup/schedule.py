@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,7 @@ import trio_asyncio
 from pydantic import Field
 
 from services.backup import store
+from shared.china_time import CHINA
 from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.backup import BackupTaken, TakeBackup
@@ -33,7 +34,6 @@ log = structlog.get_logger("clearcard.backup")
 
 SCHEDULE_ENV = "CLEARCARD_BACKUP_SCHEDULE"
 LEADER_LOCK = 0x4343424B  # 'CCBK': one scheduling leader across backup replicas
-CHINA = timezone(timedelta(hours=8))  # devices and bureau keep China Standard Time
 
 Take = Callable[[TakeBackup], Awaitable[BackupTaken]]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared.china_time import CHINA
 from shared.config import Settings
-from shared.tax_calendar import CHINA
 
 
 @dataclass

@@ -18,7 +18,8 @@ import asyncpg
 
 from services.coordinator.intake import accept
 from shared.messages.clear import ClearRequest
-from shared.messages.fleet import STATUS_WORDS, FleetFilters
+from shared.messages.fleet import FleetFilters
+from shared.status_words import STATUS_WORDS
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,7 @@ def selected(device: Candidate, filters: FleetFilters, today: date, branch_ok: C
     types = {t: s for t, s in device.types.items() if not filters.invoice_types or t in filters.invoice_types}
     if filters.invoice_types and not types:
         return False
-    if filters.statuses and not any(STATUS_WORDS[s] in filters.statuses for s in types.values()
-                                    if 0 <= s < len(STATUS_WORDS)):
+    if filters.statuses and not any(STATUS_WORDS.get(s) in filters.statuses for s in types.values()):
         return False
     return filters.within_days is None or (
         device.lock_date is not None and (device.lock_date - today).days <= filters.within_days)

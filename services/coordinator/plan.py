@@ -14,8 +14,7 @@ from services.coordinator.repository import RegisteredDevice
 from shared.errors import ClearCardError
 from shared.messages.clear import ClearRequest, Error, PlanDevice, PlanTypeLine
 from shared.messages.device import PeriodCommand, PeriodHeader, TypeSummary
-
-_STATUS_WORDS = {0: "needs_report", 1: "reported", 2: "cleared"}
+from shared.status_words import STATUS_WORDS
 
 
 def _line(summary: TypeSummary, status: int, count: int) -> PlanTypeLine:
@@ -23,7 +22,7 @@ def _line(summary: TypeSummary, status: int, count: int) -> PlanTypeLine:
     # red-letter amounts reduce the period whichever sign a device writes them with
     amount = Decimal(summary.normal_amount) - abs(Decimal(summary.negative_amount))
     tax = Decimal(summary.normal_tax) - abs(Decimal(summary.negative_tax))
-    return PlanTypeLine(invoice_type=summary.invoice_type, status=_STATUS_WORDS[status], invoice_count=count,
+    return PlanTypeLine(invoice_type=summary.invoice_type, status=STATUS_WORDS[status], invoice_count=count,
                         amount=f"{amount:.2f}", tax=f"{tax:.2f}")
 
 

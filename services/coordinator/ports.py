@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
-from shared.errors import ClearCardError, ErrorCode
+from shared.errors import RETRIED_AT_ONCE, ClearCardError, ErrorCode
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -27,9 +27,7 @@ class RetryPolicy:
     first_delay: float = 0.5
     max_delay: float = 10.0
     factor: float = 2.0
-    retryable: frozenset[ErrorCode] = frozenset(
-        {ErrorCode.DEVICE_BUSY, ErrorCode.AUTHORITY_UNAVAILABLE, ErrorCode.TIMEOUT}
-    )
+    retryable: frozenset[ErrorCode] = RETRIED_AT_ONCE
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -25,15 +25,13 @@ from shared import telemetry
 from shared.db import Database
 from shared.deadlines import DEFAULT as DEFAULT_THRESHOLDS
 from shared.deadlines import Thresholds
-from shared.errors import ErrorCode
+from shared.errors import RETRIED_NEXT_ROUND
 from shared.messages.fleet import DeviceAbandoned, LockWarning
 from shared.outages import OUTAGE_ERRORS, describe
 
 log = structlog.get_logger("clearcard.coordinator.scheduler")
 SUBJECT = "scheduler"
 OPENS_AT = time(0, 5)  # operators wait until shortly after midnight on the 1st (device clock)
-RETRYABLE = frozenset({ErrorCode.DEVICE_BUSY, ErrorCode.AUTHORITY_UNAVAILABLE, ErrorCode.TIMEOUT,
-                       ErrorCode.DEVICE_OFFLINE, ErrorCode.NOT_DECLARED, ErrorCode.BACKUP_FAILED})
 
 
 def window_open(now: datetime) -> bool:
@@ -113,7 +111,7 @@ class Scheduler:
             FROM device_clears d JOIN clear_requests r USING (request_id)
             WHERE r.period = $1 ORDER BY d.device_id, d.updated_at DESC
             """, period)
-        wanted = [r["device_id"] for r in rows if r["outcome"] == "failed" and r["error_code"] in RETRYABLE]
+        wanted = [r["device_id"] for r in rows if r["outcome"] == "failed" and r["error_code"] in RETRIED_NEXT_ROUND]
         if not wanted:
             return []
         devices = await fleet.candidates(conn, None, wanted)

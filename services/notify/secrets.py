@@ -7,11 +7,12 @@ it read the same file.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from shared.key_files import fernet_key
 
 KEY_FILE = "notify-webhooks.key"
 
@@ -23,23 +24,7 @@ class SecretVault:
     @classmethod
     def open(cls, keys_dir: Path) -> SecretVault:
         """Load the key, creating it on first use (racing creators agree on one file)."""
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        path = keys_dir / KEY_FILE
-        if not path.exists():
-            tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, Fernet.generate_key())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)  # fails if another process created it first: use theirs
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        return cls(path.read_bytes().strip())
+        return cls(fernet_key(keys_dir, KEY_FILE))
 
     @staticmethod
     def new_secret() -> str:

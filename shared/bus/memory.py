@@ -122,17 +122,9 @@ class MemoryBus:
         self._bind(exchange, pattern, queue)
         await trio.lowlevel.checkpoint()
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> None:
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str | None = None,
+                      correlation_id: str | None = None, reply_to: str | None = None,
+                      headers: Mapping[str, Any] | None = None) -> None:
         if exchange not in self._exchanges:
             raise BusError(f"no exchange {exchange!r}")
         with publish_span(exchange, routing_key, message_id, headers) as out_headers:

@@ -171,17 +171,9 @@ class RabbitBus:
         if (queue, exchange, pattern) not in self._bindings:
             self._bindings.append((queue, exchange, pattern))
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> None:
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str | None = None,
+                      correlation_id: str | None = None, reply_to: str | None = None,
+                      headers: Mapping[str, Any] | None = None) -> None:
         """Publish persistently and wait for this message's confirm."""
         with publish_span(exchange, routing_key, message_id, headers) as out_headers:
             publisher = await self._current_link().publisher()

@@ -8,10 +8,10 @@ from pydantic import Field
 
 from shared.messages.base import BranchId, Frozen, InvoiceType, Period, RequestId
 from shared.messages.clear import Event
+from shared.status_words import StatusWord
 
 FLEET_CLEAR = "fleet.clear"
 CLEAR_CANCEL = "clear.cancel"
-STATUS_WORDS = ("needs_report", "reported", "cleared")
 
 
 class FleetFilters(Frozen):
@@ -20,7 +20,7 @@ class FleetFilters(Frozen):
     branches: list[BranchId | Literal["*"]] = Field(default_factory=lambda: ["*"], max_length=10_000)
     families: list[Literal["ukey", "golden_tax_disk", "tax_control_disk"]] = Field(default_factory=list)
     invoice_types: list[InvoiceType] = Field(default_factory=list, max_length=6)
-    statuses: list[Literal["needs_report", "reported", "cleared"]] = Field(default_factory=list)
+    statuses: list[StatusWord] = Field(default_factory=list)
     within_days: int | None = Field(default=None, ge=0, le=400)  # lock date within N days
 
 

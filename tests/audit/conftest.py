@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from tests.support.settings import local_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        amqp_url=None,
-        database_url=None,
-        data_dir=tmp_path / "data",
-        backup_dirs=(tmp_path / "b1", tmp_path / "b2"),
-        fleet_file=None,
-        http_host="127.0.0.1",
-        http_port=8080,
-    )
+    return local_settings(tmp_path / "data", backup_dirs=(tmp_path / "b1", tmp_path / "b2"))

@@ -14,21 +14,14 @@ from shared.bus.memory import MemoryBus
 from shared.bus.rpc import RpcClient
 from shared.config import Settings
 from shared.db import Database
+from tests.support.settings import local_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(FLEET, encoding="utf-8")
-    return Settings(
-        amqp_url=None,
-        database_url=None,
-        data_dir=tmp_path / "data",
-        backup_dirs=(),
-        fleet_file=fleet,
-        http_host="127.0.0.1",
-        http_port=8080,
-    )
+    return local_settings(tmp_path / "data", backup_dirs=(), fleet_file=fleet)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import AUDIT, AUTHORITY, COMMANDS, DEFAULT
 from shared.config import Settings
 from shared.db import Database
-from tests.e2e.processes import fresh_vhost
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

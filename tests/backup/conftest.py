@@ -17,19 +17,12 @@ from shared.bus.topology import gateway_queue, topology_for
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.device import InvoicePageCommand, PeriodCommand
+from tests.support.settings import local_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        amqp_url=None,
-        database_url=None,
-        data_dir=tmp_path / "data",
-        backup_dirs=(tmp_path / "primary", tmp_path / "secondary"),
-        fleet_file=None,
-        http_host="127.0.0.1",
-        http_port=8080,
-    )
+    return local_settings(tmp_path / "data", backup_dirs=(tmp_path / "primary", tmp_path / "secondary"))
 
 
 @pytest.fixture

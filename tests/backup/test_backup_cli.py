@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.e2e.fleets import two_family_fleet
+from tests.support.fleets import two_family_fleet
 
 pytestmark = pytest.mark.postgres
 ADMIN = [sys.executable, "-c", "from clearcard.commands.backup_admin import app; app()"]

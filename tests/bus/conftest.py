@@ -18,7 +18,7 @@ import trio
 from shared.bus.api import Bus
 from shared.bus.memory import MemoryBus
 from shared.bus.rabbitmq import RabbitBus
-from tests.conftest import AMQP_URL, missing
+from tests.support.servers import AMQP_URL, missing
 
 HOW_TO_START = "rabbitmq-server -detached (or: service rabbitmq-server start)"
 

@@ -13,7 +13,7 @@ from shared.bus.rpc import Operation, RpcClient, rpc_server
 from shared.bus.topology import COMMANDS, topology_for
 from tests.bus.conftest import rabbitmqctl
 from tests.bus.test_contract import Echo, collect, next_delivery, queue, start_consumer
-from tests.conftest import AMQP_URL
+from tests.support.servers import AMQP_URL
 
 pytestmark = pytest.mark.rabbitmq
 

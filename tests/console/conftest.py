@@ -18,7 +18,7 @@ from shared.authz.tokens import KeyRing
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.db import Database
-from tests.e2e.fleets import BRANCH, two_family_fleet
+from tests.support.fleets import BRANCH, two_family_fleet
 
 
 @dataclass

@@ -9,7 +9,7 @@ import json
 import sys
 
 from tests.console.browser_driver import ARGS, CHROMIUM
-from tests.e2e.fleets import BRANCH
+from tests.support.fleets import BRANCH
 
 NEW = "661500000077"
 

@@ -27,9 +27,9 @@ from clearcard.demo import console_device_ids, console_fleet
 from shared.authz.roles import Role
 from shared.china_time import CHINA
 from shared.db import Database
-from tests.conftest import missing
 from tests.console.browser_driver import CHROMIUM, PERIOD
 from tests.console.conftest import Console, _run, _settings, add_person
+from tests.support.servers import missing
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SHOTS = ("console-month.png", "console-fleet.png", "console-fleet-clear.png", "console-clear.png")

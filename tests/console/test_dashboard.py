@@ -23,10 +23,10 @@ import trio
 
 from shared.authz.roles import Role
 from shared.db import Database
-from tests.conftest import missing
 from tests.console.conftest import Console, _run, _settings
-from tests.e2e.fleets import BRANCH, two_family_fleet
 from tests.notify.test_notify import free_port
+from tests.support.fleets import BRANCH, two_family_fleet
+from tests.support.servers import missing
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

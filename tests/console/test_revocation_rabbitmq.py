@@ -24,8 +24,8 @@ from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.fleet import CLEAR_CANCEL, FLEET_CLEAR
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import fresh_vhost
+from tests.support.fleets import BRANCH, two_family_fleet
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

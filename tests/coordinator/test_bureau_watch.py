@@ -21,11 +21,11 @@ from services.coordinator.scheduler import Scheduler
 from services.notify.service import Notifier, smtp_from_env
 from shared.bus.memory import MemoryBus
 from shared.bus.rpc import RpcClient
+from shared.china_time import CHINA
 from shared.config import Settings
 from shared.db import Database
 from shared.fleet_status import device_status
-from shared.tax_calendar import CHINA
-from tests.e2e.conftest import fleet_text, one_device
+from tests.support.fleets import fleet_text, one_device
 
 pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 11, 3, 9, 0, tzinfo=CHINA)

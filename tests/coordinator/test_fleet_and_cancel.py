@@ -26,7 +26,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.messages.codec import encode
 from shared.messages.fleet import ClearCancel, FleetClear, FleetFilters
-from tests.e2e.fleets import CLOCK, device
+from tests.support.fleets import CLOCK, device
 
 pytestmark = pytest.mark.postgres
 BRANCHES = ["wuhan-hankou", "wuhan-wuchang", "beijing-haidian"]

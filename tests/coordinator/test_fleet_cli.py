@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.e2e.fleets import CLOCK, device
+from tests.support.fleets import CLOCK, device
 
 
 async def test_fleet_clear_across_two_branches(tmp_path: Path, database_url: str) -> None:

@@ -36,13 +36,13 @@ from services.notify import store
 from shared.bus.memory import MemoryBus
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import COMMANDS, gateway_routing_key
+from shared.china_time import CHINA
 from shared.config import Settings
 from shared.db import Database
 from shared.fleet_status import device_status
 from shared.messages.device import DeviceCommand, DeviceInfo
-from shared.tax_calendar import CHINA
-from tests.e2e.conftest import fleet_text, one_device
 from tests.notify.test_notify import free_port
+from tests.support.fleets import fleet_text, one_device
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 DEVICE = "661500000001"

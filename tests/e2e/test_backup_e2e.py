@@ -10,78 +10,33 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
-from clearcard.follow import Followed, new_request_id, submit_and_follow
-from clearcard.runtime import ALL, start_services
+from clearcard.follow import Followed
 from device_gateway.emulator.admin import show_device
 from services.backup import storage
-from shared.authz.roles import Role
-from shared.authz.tokens import KeyRing
-from shared.bus.memory import MemoryBus
-from shared.config import Settings
 from shared.db import Database
 from shared.db.migrate import migrate
-from shared.messages.clear import ClearRequest
-from tests.conftest import PG_ADMIN_DSN, missing
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import cli
+from tests.support.processes import cli
+from tests.support.servers import fresh_database, missing
+from tests.support.system import System, Transport, start_system
 
 pytestmark = pytest.mark.postgres
 UKEY, DISK = "661500000001", "539900000004"
 
 
-@dataclass
-class Running:
-    settings: Settings
-    env: dict[str, str]  # for `clearcard` commands against the same data dir and database
-    keys: KeyRing
-    bus: MemoryBus
-
-    async def clear(self, **fields: object) -> Followed:
-        base: dict[str, object] = {"request_id": new_request_id(), "branch_id": BRANCH, "period": "2026-10",
-                                   "mode": "auto"}
-        base.update(fields)
-        token = self.keys.issue("test-operator", Role.OPERATOR, [BRANCH])
-        with trio.fail_after(60):
-            return await submit_and_follow(self.bus, ClearRequest.model_validate(base), token)
+def running(tmp_path: Path, db: Database, transport: Transport = "memory",
+            **extra: str) -> AbstractAsyncContextManager[System]:
+    """Every service in this process on `db` and the test's data dir, no scheduled backups."""
+    return start_system(tmp_path, db, env={"CLEARCARD_BACKUP_SCHEDULE": "off", **extra}, transport=transport)
 
 
-def _env(tmp_path: Path, database_url: str, extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
-    env.update(CLEARCARD_DATA_DIR=str(tmp_path / "data"), CLEARCARD_DATABASE_URL=database_url,
-               CLEARCARD_FLEET=str(tmp_path / "fleet.toml"), CLEARCARD_BACKUP_SCHEDULE="off",
-               # rich wraps long paths at the terminal width (80 without a terminal)
-               COLUMNS="500", **extra)
-    return env
-
-
-@asynccontextmanager
-async def running(tmp_path: Path, db: Database, **extra: str) -> AsyncIterator[Running]:
-    """Every service in this process on the in-memory bus, on `db` and the test's data dir."""
-    if not (tmp_path / "fleet.toml").exists():
-        two_family_fleet(tmp_path / "fleet.toml")
-    env = _env(tmp_path, db.dsn, extra)
-    settings = Settings.from_env(env)
-    bus = MemoryBus()
-    async with trio.open_nursery() as nursery:
-        await start_services(nursery, ALL, bus, db, settings)
-        yield Running(settings, env, KeyRing(settings.keys_dir), bus)
-        nursery.cancel_scope.cancel()
-
-
-def _assert_backup_failed(run: Running, followed: Followed) -> None:
+def _assert_backup_failed(run: System, followed: Followed) -> None:
     final = followed.final
     assert final["event"] == "clear.finished" and final["status"] == "failed", final
     for result in final["results"]:
@@ -92,18 +47,19 @@ def _assert_backup_failed(run: Running, followed: Followed) -> None:
         assert "backed_up" not in steps and "written_back" not in steps
 
 
-async def test_an_unwritable_location_means_no_writeback(tmp_path: Path, database: Database) -> None:
+async def test_an_unwritable_location_means_no_writeback(tmp_path: Path, database: Database,
+                                                        transport: Transport) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a backup location should be")
     dirs = f"{tmp_path / 'good'}:{blocker}"
-    async with running(tmp_path, database, CLEARCARD_BACKUP_DIRS=dirs) as run:
+    async with running(tmp_path, database, transport, CLEARCARD_BACKUP_DIRS=dirs) as run:
         _assert_backup_failed(run, await run.clear())
-    listed = json.loads((await cli(run.env, "backup", "list", "--json")).stdout)
+        listed = json.loads((await cli(run.env, "backup", "list", "--json")).stdout)
     assert listed == []
 
 
 async def test_a_location_that_damages_what_it_stores_means_no_writeback(
-    tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database: Database, transport: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commit = storage.NewCopies.commit
 
@@ -115,26 +71,27 @@ async def test_a_location_that_damages_what_it_stores_means_no_writeback(
         stored.write_bytes(bytes(damaged))
 
     monkeypatch.setattr(storage.NewCopies, "commit", lying_disk)
-    async with running(tmp_path, database) as run:
+    async with running(tmp_path, database, transport) as run:
         _assert_backup_failed(run, await run.clear())
 
 
-async def test_a_damaged_location_is_named_and_restore_uses_the_other(tmp_path: Path, database: Database) -> None:
-    async with running(tmp_path, database) as run:
+async def test_a_damaged_location_is_named_and_restore_uses_the_other(tmp_path: Path, database: Database,
+                                                                      transport: Transport) -> None:
+    async with running(tmp_path, database, transport) as run:
         followed = await run.clear(device_ids=[UKEY])
         assert followed.final["status"] == "succeeded", followed.final
-    [result] = followed.final["results"]
-    backup_id = result["backup_id"]
-    primary, secondary = run.settings.backup_dirs
-    stored = [p for p in primary.rglob("*") if p.is_file()]
-    assert stored
-    for path in stored:
-        path.write_bytes(b"\0" * path.stat().st_size)
-    verify = await cli(run.env, "backup", "verify", backup_id, check=False)
+        [result] = followed.final["results"]
+        backup_id = result["backup_id"]
+        primary, secondary = run.settings.backup_dirs
+        stored = [p for p in primary.rglob("*") if p.is_file()]
+        assert stored
+        for path in stored:
+            path.write_bytes(b"\0" * path.stat().st_size)
+        verify = await cli(run.env, "backup", "verify", backup_id, check=False)
+        restored = tmp_path / "restored"
+        done = await cli(run.env, "backup", "restore", backup_id, "--to", str(restored), check=False)
     assert verify.returncode == 1
     assert str(primary) in verify.stdout.decode() and str(secondary) not in verify.stdout.decode()
-    restored = tmp_path / "restored"
-    done = await cli(run.env, "backup", "restore", backup_id, "--to", str(restored), check=False)
     assert done.returncode == 0, done.stderr.decode()
     manifest = json.loads((restored / "manifest.json").read_text())
     assert manifest["device_id"] == UKEY and manifest["period"] == "2026-10"
@@ -146,17 +103,10 @@ async def test_a_damaged_location_is_named_and_restore_uses_the_other(tmp_path: 
         assert not any(s in data for s in secrets), f"plain invoice data in {path}"
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def test_the_product_database_survives_pg_dump_and_pg_restore(
     tmp_path: Path, database: Database, database_url: str
 ) -> None:
+    # memory bus only: this is about PostgreSQL, and the commands run while no system does
     if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
         missing("pg_dump and pg_restore", "apt-get install postgresql-client")
     async with running(tmp_path, database) as run:
@@ -165,10 +115,7 @@ async def test_the_product_database_survives_pg_dump_and_pg_restore(
     dump = tmp_path / "clearcard.dump"
     with trio.fail_after(60):
         await trio.run_process(["pg_dump", "-Fc", "--no-owner", "-f", str(dump), "-d", database_url])
-    name = f"cc_restored_{uuid.uuid4().hex[:10]}"
-    restored_url = f"{database_url.rsplit('/', 1)[0]}/{name}"
-    await trio_asyncio.aio_as_trio(_admin)(f'CREATE DATABASE "{name}"')
-    try:
+    async with fresh_database(prefix="cc_restored") as restored_url:
         with trio.fail_after(60):
             await trio.run_process(["pg_restore", "--no-owner", "--exit-on-error", "-d", restored_url, str(dump)])
         env = {**run.env, "CLEARCARD_DATABASE_URL": restored_url}
@@ -189,9 +136,6 @@ async def test_the_product_database_survives_pg_dump_and_pg_restore(
         assert outcomes == {UKEY: "already_cleared", DISK: "cleared"}, second.final
         verified = await cli(env, "audit", "verify", check=False)
         assert verified.returncode == 0, verified
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio_asyncio.aio_as_trio(_admin)(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_dump_command_is_documented() -> None:

@@ -19,9 +19,10 @@ import pytest
 
 from shared.config import Settings
 from shared.messages.codec import MAX_MESSAGE_BYTES
-from tests.e2e.conftest import HookedBus, SystemFactory, fleet_text, one_device
-from tests.e2e.fleets import BRANCH
-from tests.e2e.processes import cli, environment, fresh_vhost, serving
+from tests.support.fleets import BRANCH, fleet_text, one_device
+from tests.support.processes import cli, environment, serving
+from tests.support.system import HookedBus, SystemFactory
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 DEVICE = "661500000001"

@@ -1,61 +1,21 @@
-"""One clear through every service on the in-memory bus and a real PostgreSQL."""
+"""One clear through every service on a real PostgreSQL, on each bus (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 import trio
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clearcard.follow import Followed, new_request_id, submit_and_follow
-from clearcard.runtime import ALL, start_services
+from clearcard.follow import new_request_id, submit_and_follow
 from device_gateway.emulator.admin import show_device
 from services.audit.service import verify_chain
 from services.backup.service import verify_backup
 from shared import telemetry
 from shared.authz.roles import Role
-from shared.authz.tokens import KeyRing
-from shared.bus.memory import MemoryBus
-from shared.config import Settings
-from shared.db import Database
 from shared.messages.clear import STEPS, ClearRequest
-from tests.e2e.fleets import BRANCH, two_family_fleet
-
-
-@dataclass
-class System:
-    bus: MemoryBus
-    db: Database
-    settings: Settings
-    keys: KeyRing
-
-    async def clear(self, **fields: object) -> Followed:
-        base: dict[str, object] = {"request_id": new_request_id(), "branch_id": BRANCH,
-                                   "period": "2026-10", "mode": "auto"}
-        base.update(fields)
-        token = self.keys.issue("test-operator", Role.OPERATOR, [BRANCH])
-        with trio.fail_after(60):
-            return await submit_and_follow(self.bus, ClearRequest.model_validate(base), token)
-
-
-@pytest.fixture
-async def system(tmp_path: Path, database: Database) -> AsyncIterator[System]:
-    fleet = two_family_fleet(tmp_path / "fleet.toml")
-    settings = Settings.from_env({
-        "CLEARCARD_DATA_DIR": str(tmp_path / "data"),
-        "CLEARCARD_FLEET": str(fleet),
-        "CLEARCARD_DATABASE_URL": database.dsn,
-    })
-    bus = MemoryBus()
-    async with trio.open_nursery() as nursery:
-        await start_services(nursery, ALL, bus, database, settings)
-        yield System(bus, database, settings, KeyRing(settings.keys_dir))
-        nursery.cancel_scope.cancel()
+from tests.support.system import System
 
 
 async def test_clear_two_families_end_to_end(system: System) -> None:

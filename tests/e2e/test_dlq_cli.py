@@ -12,7 +12,8 @@ from shared.bus.api import Delivery
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.retry import DEAD_QUEUE, DEAD_REASON, ROUTING_KEY
 from shared.bus.topology import AUDIT, AUTH_REQUESTS, DEAD_LETTERS, NOTIFY, topology_for
-from tests.e2e.processes import cli, environment, fresh_vhost
+from tests.support.processes import cli, environment
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

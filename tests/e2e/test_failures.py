@@ -21,8 +21,8 @@ from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.errors import PLAIN_WORDS, ClearCardError, ErrorCode
 from shared.messages.device import Challenge, DeviceCommand, WritebackCommand, WritebackPackage
 from shared.writeback_package import emulated_device_key, seal
-from tests.e2e.conftest import System, SystemFactory, fleet_text, one_device
-from tests.e2e.fleets import CLOCK
+from tests.support.fleets import CLOCK, fleet_text, one_device
+from tests.support.system import System, SystemFactory
 
 DEVICE = "661500000001"
 TAXPAYER = "91420100MA4K0001XK"

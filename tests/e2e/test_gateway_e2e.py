@@ -16,7 +16,8 @@ from device_gateway.emulator.admin import plug, show_device, unplug
 from device_registry.pins import PinVault
 from services.audit.log import verify_chain
 from shared import telemetry
-from tests.e2e.conftest import SystemFactory, fleet_text, one_device
+from tests.support.fleets import fleet_text, one_device
+from tests.support.system import SystemFactory
 
 DEVICE = "661500000001"
 

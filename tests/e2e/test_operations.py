@@ -21,8 +21,8 @@ from services.coordinator.ports import Ports
 from shared.bus.api import Delivery
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import EVENTS
-from tests.e2e.conftest import SystemFactory, fleet_text, one_device
-from tests.e2e.fleets import CLOCK
+from tests.support.fleets import CLOCK, fleet_text, one_device
+from tests.support.system import SystemFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 DEVICE = "661500000001"

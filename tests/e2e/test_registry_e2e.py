@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.fleets import BRANCH, CLOCK, device
-from tests.e2e.processes import cli, environment, fresh_vhost, serving
+from tests.support.fleets import BRANCH, CLOCK, device
+from tests.support.processes import cli, environment, serving
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = pytest.mark.rabbitmq
 KNOWN, WRONG, NEW = "661500000001", "661500000003", "661500000005"

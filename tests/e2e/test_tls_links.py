@@ -15,10 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import trio
 
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import cli, environment, fresh_vhost, serving
+from tests.support.fleets import BRANCH, two_family_fleet
 from tests.support.postgres_tls import tls_cluster
+from tests.support.processes import cli, environment, serving
 from tests.support.tls import TestCA, TlsProxy, server_context
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -1,7 +1,7 @@
 """A multi-device clear on separate `clearcard serve` processes, followed from the outside.
 
 Services run as their own processes on a fresh RabbitMQ vhost and a fresh database (see
-tests/e2e/processes.py); the test follows the request's events with its own broker connection
+tests/support/processes.py); the test follows the request's events with its own broker connection
 and injects a fault when a device reaches a chosen step. `assert_exactly_once` is the verdict
 every fault scenario shares: the request finished, nothing was applied twice and the audit
 chain verifies.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import trio
 import trio_asyncio
 
@@ -27,9 +28,17 @@ from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS, EVENTS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
-from tests.e2e.fleets import BRANCH, CLOCK, device
-from tests.e2e.processes import CLEARCARD as CLI
-from tests.e2e.processes import cli, environment, fresh_vhost
+from tests.support.fleets import BRANCH, CLOCK, device
+from tests.support.processes import CLEARCARD as CLI
+from tests.support.processes import cli, environment
+from tests.support.vhosts import fresh_vhost
+
+
+def fault_scenario(timeout_s: int = 180) -> list[pytest.MarkDecorator]:
+    """A fault scenario's marks: real broker and database (private servers only: it stops them), slow."""
+    return [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
+            pytest.mark.timeout(timeout_s)]
+
 
 DEVICES = {
     "661500000011": ("ukey", "91420100MA4K0001XK", ["004", "007", "026"]),

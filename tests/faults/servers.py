@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from tests.conftest import PG_ADMIN_DSN, missing
+from tests.support.servers import PG_ADMIN_DSN, missing
 
 PG_CLUSTER_ENV = "CLEARCARD_TEST_PG_CLUSTER"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from services.authority_sim.service import inject_faults
@@ -28,11 +27,11 @@ from tests.faults.harness import (
     assert_audit_verifies,
     assert_exactly_once,
     cluster,
+    fault_scenario,
     following,
 )
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 
 def assert_bureau_unavailable(finished: dict[str, Any]) -> None:

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from device_gateway.emulator.admin import unplug
 from shared.config import Settings
-from tests.e2e.processes import cli
 from tests.faults.harness import (
     DEVICES,
     SEPARATE,
     assert_applied_once,
     assert_audit_verifies,
     cluster,
+    fault_scenario,
     following,
     show,
 )
+from tests.support.processes import cli
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 PULLED = "539900000014"  # the tax control disk: its write-back writes a clock block first
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.faults.harness import SEPARATE, assert_exactly_once, cluster, following
+from tests.faults.harness import SEPARATE, assert_exactly_once, cluster, fault_scenario, following
 from tests.faults.servers import broker_stopped, postgres_restarting
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 
 async def test_broker_restarted_mid_clear(tmp_path: Path, database_url: str) -> None:

@@ -17,16 +17,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
-import pytest
 import trio
 import trio_asyncio
 
-from tests.e2e.processes import cli
-from tests.faults.harness import DEVICES, FAST_RECOVERY, SEPARATE, assert_exactly_once, cluster, following
+from tests.faults.harness import (
+    DEVICES,
+    FAST_RECOVERY,
+    SEPARATE,
+    assert_exactly_once,
+    cluster,
+    fault_scenario,
+    following,
+)
 from tests.faults.proxy import FaultProxy
+from tests.support.processes import cli
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(240)]
+pytestmark = fault_scenario(240)
 
 LEASE_S = float(FAST_RECOVERY["CLEARCARD_COORDINATOR_LEASE_SECONDS"])
 # A's transactions stalled by the pause end after this, so their row locks do not hold B up

@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 
-from tests.conftest import AMQP_URL
-from tests.faults.harness import EVERY_SERVICE, SEPARATE, assert_exactly_once, cluster, following
+from tests.faults.harness import EVERY_SERVICE, SEPARATE, assert_exactly_once, cluster, fault_scenario, following
 from tests.faults.proxy import FaultProxy
+from tests.support.servers import AMQP_URL
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 
 @asynccontextmanager

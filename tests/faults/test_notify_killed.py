@@ -24,14 +24,13 @@ from shared.authz.identity import IdentifiedBus, ServiceIdentity, ServiceKeys
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import EVENTS
 from shared.config import Settings
-from tests.e2e.fleets import BRANCH
-from tests.e2e.processes import cli
 from tests.faults.broker_view import assert_no_dead_letters
-from tests.faults.harness import cluster
+from tests.faults.harness import cluster, fault_scenario
 from tests.notify.test_notify import TextReceiveStream, free_port
+from tests.support.fleets import BRANCH
+from tests.support.processes import cli
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 CLAIM_TIMEOUT_S = 3
 WARNING = {"event": "device.lock_warning", "request_id": "lock-661500000011", "at": "2026-11-12T01:00:00Z",

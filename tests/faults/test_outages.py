@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.faults.broker_view import assert_no_dead_letters, queue_counts
@@ -25,12 +24,12 @@ from tests.faults.harness import (
     assert_exactly_once,
     cluster,
     diagnosis,
+    fault_scenario,
     following,
 )
 from tests.faults.servers import broker_stopped, postgres_stopped
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(480)]
+pytestmark = fault_scenario(480)
 
 OUTAGE_S = 30
 EVERYTHING = {name: (name,) for name in (*EVERY_SERVICE, "notify", "console")}

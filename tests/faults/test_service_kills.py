@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import SEPARATE, assert_exactly_once, cluster, following
+from tests.faults.harness import SEPARATE, assert_exactly_once, cluster, fault_scenario, following
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.timeout(180)]
+pytestmark = fault_scenario()
 
 # service -> the step some device announces while that service has work in flight
 KILL_AT = {

@@ -9,6 +9,7 @@ from typing import Any
 from shared.config import Settings
 from shared.messages.base import taxpayer_check_char
 from shared.writeback_package import emulated_device_key, seal
+from tests.support.settings import local_settings
 
 FLEET_CLOCK = "2026-11-03T09:00:00+08:00"
 TAXPAYER_A = "91420100MA4K0001X" + taxpayer_check_char("91420100MA4K0001X")
@@ -49,9 +50,7 @@ def settings_for(data_dir: Path, fleet_text: str | None) -> Settings:
     if fleet_text is not None:
         fleet_file = data_dir / "fleet.toml"
         fleet_file.write_text(fleet_text, encoding="utf-8")
-    return Settings(amqp_url=None, database_url=None, data_dir=data_dir,
-                    backup_dirs=(data_dir / "b1", data_dir / "b2"), fleet_file=fleet_file,
-                    http_host="127.0.0.1", http_port=8080)
+    return local_settings(data_dir, fleet_file=fleet_file)
 
 
 def sealed_package(

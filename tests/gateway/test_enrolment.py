@@ -134,7 +134,7 @@ async def test_without_a_fleet_file_the_gateway_runs_on_libusb(database: Databas
     import usb.backend.libusb1
 
     from device_gateway.transports.libusb import open_libusb
-    from tests.conftest import missing
+    from tests.support.servers import missing
 
     try:
         backend, library = open_libusb()

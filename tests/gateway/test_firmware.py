@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from gateway_helpers import TAXPAYER_A, TAXPAYER_B, device_toml, fleet_toml, sealed_package
 
-from device_gateway.emulator.firmware import is_locked, run_command, type_status
+from device_gateway.emulator.device_rules import is_locked, type_status
+from device_gateway.emulator.firmware import run_command
 from device_gateway.emulator.state import DeviceState, seed_state
 from device_gateway.protocol import Command, Status
 from shared.fleet import parse_fleet

@@ -13,8 +13,8 @@ from pathlib import Path
 import trio
 import usb.libloader
 
-from tests.conftest import missing
-from tests.e2e.processes import serving
+from tests.support.processes import serving
+from tests.support.servers import missing
 
 CLEARCARD = [sys.executable, "-m", "clearcard"]
 

@@ -25,20 +25,7 @@ from shared.bus.topology import COMMANDS, gateway_routing_key
 from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.fleet import FleetError
-from shared.messages.device import (
-    Challenge,
-    DeviceCommand,
-    DeviceInfo,
-    InvoicePage,
-    InvoicePageCommand,
-    OfflineUpload,
-    PeriodCommand,
-    PeriodHeader,
-    ReportReply,
-    WritebackCommand,
-    WritebackPackage,
-    WritebackReply,
-)
+from shared.messages import device as msg
 
 UKEY, DISK, WRONG_PIN = "661500000001", "661500000002", "661500000003"
 
@@ -91,27 +78,27 @@ async def expect_error(code: ErrorCode, call: Any) -> ClearCardError:
 
 
 async def clear_device(client: Client, device_id: str, taxpayer: str, types: list[str],
-                       clock_block: str | None = None) -> WritebackReply:
-    cmd = PeriodCommand(device_id=device_id, period="2026-10")
-    info = await client.call("precheck", cmd, DeviceInfo)
+                       clock_block: str | None = None) -> msg.WritebackReply:
+    cmd = msg.PeriodCommand(device_id=device_id, period="2026-10")
+    info = await client.call("precheck", cmd, msg.DeviceInfo)
     assert info.types == dict.fromkeys(types, 0)
-    header = await client.call("read_period", cmd, PeriodHeader)
+    header = await client.call("read_period", cmd, msg.PeriodHeader)
     assert list(header.invoice_counts) == types and min(header.invoice_counts.values()) >= 5
-    page = await client.call("read_invoices", InvoicePageCommand(
-        device_id=device_id, period="2026-10", invoice_type=types[0]), InvoicePage)
+    page = await client.call("read_invoices", msg.InvoicePageCommand(
+        device_id=device_id, period="2026-10", invoice_type=types[0]), msg.InvoicePage)
     assert len(page.invoices) == header.invoice_counts[types[0]] and page.next_cursor is None
-    await client.call("upload_offline", cmd, OfflineUpload)
-    report = await client.call("report", cmd, ReportReply)
+    await client.call("upload_offline", cmd, msg.OfflineUpload)
+    report = await client.call("report", cmd, msg.ReportReply)
     assert [s.invoice_type for s in report.summaries] == types
-    challenge = await client.call("challenge", DeviceCommand(device_id=device_id), Challenge)
-    package = WritebackPackage.model_validate(sealed_package(
+    challenge = await client.call("challenge", msg.DeviceCommand(device_id=device_id), msg.Challenge)
+    package = msg.WritebackPackage.model_validate(sealed_package(
         device_id, taxpayer, period="2026-10", invoice_types=types, challenge=challenge.challenge,
         clock_block=clock_block))
-    reply = await client.call("writeback", WritebackCommand(device_id=device_id, package=package),
-                              WritebackReply)
+    reply = await client.call("writeback", msg.WritebackCommand(device_id=device_id, package=package),
+                              msg.WritebackReply)
     # the same package again (a redelivery): reported as already applied, never applied twice
-    again = await client.call("writeback", WritebackCommand(device_id=device_id, package=package),
-                              WritebackReply)
+    again = await client.call("writeback", msg.WritebackCommand(device_id=device_id, package=package),
+                              msg.WritebackReply)
     assert again.applied == [] and again.already == types
     return reply
 
@@ -125,7 +112,7 @@ async def test_full_clear_of_a_ukey_and_a_tax_control_disk(database: Database, t
         assert reply.applied == ["004", "026"]
 
         # a resumed clear (report again after the write-back) changes nothing on the device
-        again = await client.call("report", PeriodCommand(device_id=UKEY, period="2026-10"), ReportReply)
+        again = await client.call("report", msg.PeriodCommand(device_id=UKEY, period="2026-10"), msg.ReportReply)
         assert len(again.summaries) == 2
 
     shown = show_device(settings_for(tmp_path, None), UKEY)
@@ -150,25 +137,25 @@ async def test_full_clear_of_a_ukey_and_a_tax_control_disk(database: Database, t
 
 async def test_writeback_before_report_and_bad_package(database: Database, tmp_path: Path) -> None:
     async with gateway(database, tmp_path) as client:
-        challenge = await client.call("challenge", DeviceCommand(device_id=UKEY), Challenge)
-        package = WritebackPackage.model_validate(sealed_package(
+        challenge = await client.call("challenge", msg.DeviceCommand(device_id=UKEY), msg.Challenge)
+        package = msg.WritebackPackage.model_validate(sealed_package(
             UKEY, TAXPAYER_A, period="2026-10", invoice_types=["004"], challenge=challenge.challenge))
         error = await expect_error(ErrorCode.WRITEBACK_REJECTED, client.call(
-            "writeback", WritebackCommand(device_id=UKEY, package=package), WritebackReply))
+            "writeback", msg.WritebackCommand(device_id=UKEY, package=package), msg.WritebackReply))
         assert "no summary reported" in error.message
         await expect_error(ErrorCode.OFFLINE_INVOICES_PENDING, client.call(
-            "report", PeriodCommand(device_id=UKEY, period="2026-10"), ReportReply))
+            "report", msg.PeriodCommand(device_id=UKEY, period="2026-10"), msg.ReportReply))
 
 
 async def test_wrong_pin_costs_exactly_one_try(database: Database, tmp_path: Path) -> None:
     async with gateway(database, tmp_path) as client:
-        cmd = PeriodCommand(device_id=WRONG_PIN, period="2026-10")
-        first = await expect_error(ErrorCode.DEVICE_PIN_INVALID, client.call("precheck", cmd, DeviceInfo))
-        second = await expect_error(ErrorCode.DEVICE_PIN_INVALID, client.call("precheck", cmd, DeviceInfo))
+        cmd = msg.PeriodCommand(device_id=WRONG_PIN, period="2026-10")
+        first = await expect_error(ErrorCode.DEVICE_PIN_INVALID, client.call("precheck", cmd, msg.DeviceInfo))
+        second = await expect_error(ErrorCode.DEVICE_PIN_INVALID, client.call("precheck", cmd, msg.DeviceInfo))
         assert "no try used" in second.message and first.message != second.message
         for message in (first.message, second.message):
             assert "87654321" not in message and "12345678" not in message
-        info = await client.call("info", DeviceCommand(device_id=WRONG_PIN), DeviceInfo)
+        info = await client.call("info", msg.DeviceCommand(device_id=WRONG_PIN), msg.DeviceInfo)
         assert info.pin_tries_left == 2
     assert show_device(settings_for(tmp_path, None), WRONG_PIN)["pin_tries_left"] == 2
     rows = await database.fetch("SELECT pin_tries_left FROM devices WHERE device_id = $1", WRONG_PIN)
@@ -178,15 +165,15 @@ async def test_wrong_pin_costs_exactly_one_try(database: Database, tmp_path: Pat
 async def test_unplug_then_plug(database: Database, tmp_path: Path) -> None:
     async with gateway(database, tmp_path) as client:
         settings = settings_for(tmp_path, None)
-        cmd = DeviceCommand(device_id=UKEY)
-        await client.call("info", cmd, DeviceInfo)
+        cmd = msg.DeviceCommand(device_id=UKEY)
+        await client.call("info", cmd, msg.DeviceInfo)
         unplug(settings, UKEY)
         assert show_device(settings, UKEY)["plugged"] is False
-        await expect_error(ErrorCode.DEVICE_OFFLINE, client.call("info", cmd, DeviceInfo))
+        await expect_error(ErrorCode.DEVICE_OFFLINE, client.call("info", cmd, msg.DeviceInfo))
         rows = await database.fetch("SELECT online FROM devices WHERE device_id = $1", UKEY)
         assert rows[0]["online"] is False
         plug(settings, UKEY)
-        info = await client.call("info", cmd, DeviceInfo)
+        info = await client.call("info", cmd, msg.DeviceInfo)
         assert info.device_id == UKEY
 
 
@@ -194,12 +181,13 @@ async def test_bad_input_is_answered_and_the_gateway_keeps_running(database: Dat
     async with gateway(database, tmp_path) as client:
         for op, body in [("info", b"{}"), ("info", b"not json"), ("report", b'{"device_id": "661500000001"}'),
                          ("nonsense", b'{"device_id": "661500000001"}')]:
-            await expect_error(ErrorCode.INVALID_REQUEST, client.call(op, _Raw(body), DeviceInfo))
+            await expect_error(ErrorCode.INVALID_REQUEST, client.call(op, _Raw(body), msg.DeviceInfo))
         await expect_error(ErrorCode.UNKNOWN_DEVICE, client.call(
-            "info", DeviceCommand(device_id="999999999999"), DeviceInfo))
+            "info", msg.DeviceCommand(device_id="999999999999"), msg.DeviceInfo))
         await expect_error(ErrorCode.INVALID_REQUEST, client.call(
-            "read_period", PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]), PeriodHeader))
-        assert (await client.call("info", DeviceCommand(device_id=UKEY), DeviceInfo)).device_id == UKEY
+            "read_period", msg.PeriodCommand(device_id=UKEY, period="2026-10", invoice_types=["005"]),
+            msg.PeriodHeader))
+        assert (await client.call("info", msg.DeviceCommand(device_id=UKEY), msg.DeviceInfo)).device_id == UKEY
 
 
 async def test_bad_fleet_does_not_start(database: Database, tmp_path: Path) -> None:
@@ -229,9 +217,9 @@ async def test_one_device_at_a_time_many_devices_in_parallel(
     async with gateway(database, tmp_path, fleet) as client, trio.open_nursery() as nursery:
         for device_id in ids:
             for _ in range(4):
-                nursery.start_soon(client.call, "info", DeviceCommand(device_id=device_id), DeviceInfo)
+                nursery.start_soon(client.call, "info", msg.DeviceCommand(device_id=device_id), msg.DeviceInfo)
                 nursery.start_soon(client.call, "read_period",
-                                   PeriodCommand(device_id=device_id, period="2026-10"), PeriodHeader)
+                                   msg.PeriodCommand(device_id=device_id, period="2026-10"), msg.PeriodHeader)
     everything = sorted(s for device in spans.values() for s in device)
     for device_id in ids:
         mine = sorted(spans[device_id])

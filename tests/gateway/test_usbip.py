@@ -31,7 +31,7 @@ from shared.messages.device import DeviceCommand, DeviceInfo, WritebackPackage
 
 try:
     from device_gateway.emulator.usbip_server import UsbipServer
-    from device_gateway.transports.usbip_backend import UsbipBackend
+    from device_gateway.transports.usbip import UsbipBackend
 except ImportError as exc:  # the `usbip` package is missing
     from conftest import missing
 

@@ -33,8 +33,8 @@ from shared.bus.topology import AUDIT, COMMANDS, EVENTS
 from shared.config import Settings
 from shared.db import Database
 from shared.messages.clear import ClearRequest
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import fresh_vhost, rabbitmqctl
+from tests.support.fleets import BRANCH, two_family_fleet
+from tests.support.vhosts import fresh_vhost, rabbitmqctl
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]

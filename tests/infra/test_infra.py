@@ -97,7 +97,7 @@ def test_every_service_has_its_own_broker_account_without_a_password() -> None:
 @pytest.mark.rabbitmq
 async def test_rabbitmq_loads_the_definitions_and_the_services_declare_over_them() -> None:
     from shared.bus.rabbitmq import RabbitBus
-    from tests.e2e.processes import fresh_vhost
+    from tests.support.vhosts import fresh_vhost
 
     async with fresh_vhost() as url:
         vhost = url.rsplit("/", 1)[1]

@@ -15,16 +15,16 @@ import subprocess
 import sys
 import venv
 import zipfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import environment, fresh_vhost
+from tests.support.fleets import BRANCH, two_family_fleet
+from tests.support.processes import environment, serving
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -102,30 +102,6 @@ def test_installed_code_comes_from_the_environment(installed: Path, tmp_path: Pa
     assert "serve" in help_text
 
 
-@asynccontextmanager
-async def serving_all(command: Path, env: dict[str, str], cwd: Path, log: Path) -> AsyncIterator[trio.Process]:
-    """`clearcard serve all` from the installed environment, ready once it says so."""
-    with log.open("wb") as sink:
-        process = await trio.lowlevel.open_process([str(command), "serve", "all"], env=env, cwd=cwd,
-                                                   stdout=sink, stderr=sink)
-        try:
-            with trio.fail_after(90):
-                while b"serving" not in await trio.Path(log).read_bytes():
-                    if process.poll() is not None:
-                        raise AssertionError(f"serve all exited at once:\n{(await trio.Path(log).read_text())[-4000:]}")
-                    await trio.sleep(0.1)  # polling a child's log: there is no event to wait on
-            yield process
-        finally:
-            with trio.CancelScope(shield=True):
-                if process.poll() is None:
-                    process.terminate()
-                    with trio.move_on_after(20):
-                        await process.wait()
-                if process.poll() is None:
-                    process.kill()
-                    await process.wait()
-
-
 async def test_installed_wheel_serves_all_and_clears_a_branch(
     installed: Path, tmp_path: Path, database_url: str
 ) -> None:
@@ -143,7 +119,8 @@ async def test_installed_wheel_serves_all_and_clears_a_branch(
 
         migrated = await cli("db", "migrate")
         assert migrated.returncode == 0, migrated.stderr.decode()[-2000:]
-        async with serving_all(command, env, tmp_path, tmp_path / "serve.log") as process:
+        async with serving(env, "all", log=tmp_path / "serve.log", ready_within=90, command=[str(command)],
+                           cwd=tmp_path) as process:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 with trio.fail_after(30):
                     while True:

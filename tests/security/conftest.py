@@ -4,34 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from clearcard.runtime import ALL, start_services
 from device_gateway.emulator.admin import show_device
 from services.audit.log import search
-from shared.authz.tokens import KeyRing
 from shared.bus.api import Bus, Delivery
-from shared.bus.memory import MemoryBus
 from shared.bus.topology import EVENTS
-from shared.config import Settings
 from shared.db import Database
-from tests.e2e.fleets import two_family_fleet
+from tests.support import system as support
+from tests.support.system import start_system
 
 DEVICES = ("661500000001", "539900000004")
 DEVICE_FIELDS = ("writebacks", "reports", "pin_tries_left", "offline_pending", "lock_date", "status")
 
 
-@dataclass
-class System:
-    bus: MemoryBus
-    db: Database
-    settings: Settings
-    keys: KeyRing
+class System(support.System):
+    """The whole system (tests/support/system.py) with what the hostile tests look at."""
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """What every emulated device holds (what device work would change)."""
@@ -76,14 +68,5 @@ class System:
 
 @pytest.fixture
 async def system(tmp_path: Path, database: Database) -> AsyncIterator[System]:
-    fleet = two_family_fleet(tmp_path / "fleet.toml")
-    settings = Settings.from_env({
-        "CLEARCARD_DATA_DIR": str(tmp_path / "data"),
-        "CLEARCARD_FLEET": str(fleet),
-        "CLEARCARD_DATABASE_URL": database.dsn,
-    })
-    bus = MemoryBus()
-    async with trio.open_nursery() as nursery:
-        await start_services(nursery, ALL, bus, database, settings)
-        yield System(bus, database, settings, KeyRing(settings.keys_dir))
-        nursery.cancel_scope.cancel()
+    async with start_system(tmp_path, database, kind=System) as running:
+        yield running

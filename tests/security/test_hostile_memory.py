@@ -9,9 +9,9 @@ from shared.authz.roles import Role
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
-from tests.e2e.fleets import BRANCH
 from tests.security.conftest import System
 from tests.security.hostile import QUEUES, ROUTING_KEYS, messages
+from tests.support.fleets import BRANCH
 
 
 async def test_hostile_messages_on_every_queue_leave_services_serving(system: System) -> None:

@@ -10,10 +10,11 @@ import pika
 import pytest
 import trio
 
-from tests.e2e.fleets import BRANCH, two_family_fleet
-from tests.e2e.processes import cli, environment, fresh_vhost, serving
-from tests.e2e.test_clear_rabbitmq import plain_client_clear
 from tests.security.hostile import QUEUES, ROUTING_KEYS, messages
+from tests.support.fleets import BRANCH, two_family_fleet
+from tests.support.plain_amqp import plain_client_clear
+from tests.support.processes import cli, environment, serving
+from tests.support.vhosts import fresh_vhost
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -21,8 +21,8 @@ from shared.authz.tokens import KeyRing
 from shared.bus.topology import CLEAR_AUTHORIZED, CLEAR_REQUEST, COMMANDS, COORDINATOR_REQUESTS
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
-from tests.e2e.fleets import BRANCH
 from tests.security.conftest import System
+from tests.support.fleets import BRANCH
 
 
 def expired(keys: KeyRing) -> str:

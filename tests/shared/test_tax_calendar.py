@@ -62,7 +62,9 @@ def test_every_command_refuses_a_bad_calendar_naming_the_line(tmp_path: Path) ->
         Settings.from_env({"CLEARCARD_TAX_CALENDAR": str(tmp_path / "missing.toml")})
     run = subprocess.run([sys.executable, "-m", "clearcard", "status", "--json"], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "CLEARCARD_TAX_CALENDAR": str(bad),
-                              "CLEARCARD_DATA_DIR": str(tmp_path / "data")}, timeout=60, check=False)
+                              "CLEARCARD_DATA_DIR": str(tmp_path / "data"),
+                              # rich wraps long paths at the terminal width (80 without a terminal)
+                              "COLUMNS": "500"}, timeout=60, check=False)
     assert run.returncode == 2 and "line 3" in run.stderr and run.stdout == "", run
 
 

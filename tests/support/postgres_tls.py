@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import missing
+from tests.support.servers import missing
 from tests.support.tls import Issued
 
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)

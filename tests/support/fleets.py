@@ -1,4 +1,4 @@
-"""Fleet files for end-to-end tests."""
+"""Fleet files for tests and benchmarks: one device's [[device]] table, whole fleets."""
 
 from __future__ import annotations
 
@@ -31,3 +31,29 @@ def two_family_fleet(path: Path, **first_device_extra: object) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def fleet_text(*devices: str, clock: str | None = CLOCK) -> str:
+    """A fleet file: an optional emulated clock and [[device]] tables (see `device`)."""
+    return (f'clock = "{clock}"\n\n' if clock else "") + "\n".join(devices)
+
+
+def one_device(device_id: str = "661500000001", **fields: object) -> str:
+    """A ready-to-clear UKey of BRANCH (types 004 and 007), changed by `fields` of the fleet file."""
+    values: dict[str, object] = {
+        "id": device_id, "family": "ukey", "taxpayer_id": "91420100MA4K0001XK", "branch": BRANCH,
+        "machine_no": 0, "pin": "12345678", "period": "2026-10", "invoice_types": ["004", "007"],
+        "invoices_per_type": 5,
+    }
+    values.update(fields)
+    lines = ["[[device]]"]
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, int):
+            lines.append(f"{key} = {value}")
+        elif isinstance(value, list):
+            lines.append(f"{key} = [" + ", ".join(f'"{v}"' for v in value) + "]")
+        else:
+            lines.append(f'{key} = "{value}"')
+    return "\n".join(lines) + "\n"

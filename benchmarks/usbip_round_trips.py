@@ -1,6 +1,6 @@
 """Round trips/s through the USB/IP transport on loopback (docs/performance.md, "Gateway").
 
-Usage: .venv/bin/python -m device_gateway.transports.bench [--seconds 3]
+Usage: .venv/bin/python benchmarks/usbip_round_trips.py [--seconds 3]
 
 One emulated ukey (latency 0) exported by `UsbipServer`, reached through `UsbipBackend`:
 - control round trips: GET_STATUS on endpoint 0, one URB each (nothing cached);
@@ -25,7 +25,7 @@ from device_gateway.drivers import UKeyDriver
 from device_gateway.emulator import EmulatedBackend, EmulatorStore
 from device_gateway.emulator.usbip_server import UsbipServer
 from device_gateway.protocol.usb_ids import PRODUCT_IDS, VENDOR_ID
-from device_gateway.transports.usbip_backend import UsbipBackend
+from device_gateway.transports.usbip import UsbipBackend
 from shared.fleet import parse_fleet
 
 DEVICE = "661500000001"
