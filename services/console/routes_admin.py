@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import trio
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -29,11 +28,12 @@ from shared import audit
 from shared.authz import Principal, Role
 from shared.authz.delegation import SERVICE_MAX_TTL, Grant, delegate
 from shared.authz.tokens import DEFAULT_TTL
-from shared.bus.topology import AUDIT_VERIFY, BACKUP_RESTORE, BACKUP_VERIFY
+from shared.bus.topology import AUDIT_VERIFY, BACKUP_RESTORE, BACKUP_VERIFY, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.audit import AuditChainChecked, AuditQuery, VerifyAuditChain
 from shared.messages.backup import BackupRestored, BackupVerified, ListBackups, RestoreBackup, VerifyBackup
 from shared.messages.base import BranchId
+from shared.messages.device import DeviceCommand, EmulatorDone, EmulatorState
 
 router = APIRouter(prefix="/api", tags=["administration"], responses=responses())
 
@@ -165,12 +165,18 @@ async def backup_restore(backup_id: str, body: RestoreRequest, ctx: ConsoleConte
     return {"backup_id": backup_id, "restored_to": done.restored_to}
 
 
+async def _emulator_gateway(ctx: ConsoleContext, device_id: str) -> str:
+    """The gateway serving an emulated device: the one that last saw it, else this host's."""
+    rows = await ctx.db.fetch("SELECT gateway_id FROM devices_for_console WHERE device_id = $1", device_id)
+    return str(rows[0]["gateway_id"] if rows and rows[0]["gateway_id"] else ctx.settings.gateway_id)
+
+
 @router.get("/emulator/{device_id}", summary="An emulated device's full state (as `clearcard emulator show`)")
 async def emulator_show(device_id: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.STATUS))) -> dict[str, Any]:
-    from device_gateway.emulator.admin import show_device
-
-    state: dict[str, Any] = await trio.to_thread.run_sync(show_device, ctx.settings, device_id)
+    # the gateway driving the emulated cabinet reads its state files; the console never does
+    key = gateway_routing_key(await _emulator_gateway(ctx, device_id), "emulator_show")
+    state = (await ask(ctx, key, DeviceCommand(device_id=device_id), EmulatorState)).state
     check_branch(who, state["branch"])
     return state
 
@@ -178,9 +184,8 @@ async def emulator_show(device_id: str, ctx: ConsoleContext = Depends(context),
 @router.post("/emulator/{device_id}/{action}", summary="Plug or unplug an emulated device (admin)")
 async def emulator_plug(device_id: str, action: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.ADMIN))) -> dict[str, str]:
-    from device_gateway.emulator import admin
-
     if action not in ("plug", "unplug"):
         raise ClearCardError(ErrorCode.INVALID_REQUEST, "action must be plug or unplug")
-    await trio.to_thread.run_sync(admin.plug if action == "plug" else admin.unplug, ctx.settings, device_id)
+    key = gateway_routing_key(await _emulator_gateway(ctx, device_id), f"emulator_{action}")
+    await ask(ctx, key, DeviceCommand(device_id=device_id), EmulatorDone)
     return {"device_id": device_id, "done": action}

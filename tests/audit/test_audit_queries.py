@@ -19,14 +19,13 @@ from shared.messages.codec import MAX_MESSAGE_BYTES, encode
 
 
 async def _all_pages(rpc: RpcClient, query: AuditQuery) -> list[AuditPage]:
-    pages = []
-    while True:
-        with trio.fail_after(20):
-            page = await rpc.call(COMMANDS, AUDIT_RECORDS, query, AuditPage)
-        pages.append(page)
-        if page.next_after_seq is None:
-            return pages
-        query = query.model_copy(update={"after_seq": page.next_after_seq})
+    """Every page, each asked with the cursor the one before it ended on."""
+    with trio.fail_after(60):
+        pages = [await rpc.call(COMMANDS, AUDIT_RECORDS, query, AuditPage)]
+        while (after := pages[-1].next_after_seq) is not None:
+            pages.append(await rpc.call(COMMANDS, AUDIT_RECORDS, query.model_copy(update={"after_seq": after}),
+                                        AuditPage))
+    return pages
 
 
 async def test_a_log_larger_than_a_message_comes_in_pages(database: Database, settings: Settings) -> None:

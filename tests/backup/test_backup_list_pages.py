@@ -22,14 +22,13 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 async def _pages(rpc: RpcClient, request: ListBackups) -> list[BackupList]:
-    pages = []
-    while True:
-        with trio.fail_after(20):
-            page = await rpc.call(COMMANDS, BACKUP_LIST, request, BackupList)
-        pages.append(page)
-        if page.after is None:
-            return pages
-        request = request.model_copy(update={"after": page.after})
+    """Every page: the next is asked after the last backup of the one before."""
+    pages: list[BackupList] = []
+    with trio.fail_after(60):
+        while not pages or pages[-1].after is not None:
+            cursor = {"after": pages[-1].after} if pages else {}
+            pages.append(await rpc.call(COMMANDS, BACKUP_LIST, request.model_copy(update=cursor), BackupList))
+    return pages
 
 
 async def test_a_long_list_comes_in_pages(database: Database, settings: Settings) -> None:
