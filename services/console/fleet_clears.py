@@ -23,7 +23,8 @@ SELECT r.request_id, r.branch_id, r.period, r.status, r.created_at, r.finished_a
        count(*) FILTER (WHERE dc.device_id IS NOT NULL AND dc.outcome IS NULL) AS running
 FROM clear_requests_for_console r LEFT JOIN device_clears_for_console dc USING (request_id)
 WHERE r.fleet_id = $1 AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
-GROUP BY r.request_id ORDER BY r.branch_id, r.period
+-- every column named: a view carries no primary key to group the others by
+GROUP BY r.request_id, r.branch_id, r.period, r.status, r.created_at, r.finished_at ORDER BY r.branch_id, r.period
 """
 
 _RUNNING_STEPS = """
