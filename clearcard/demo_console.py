@@ -19,10 +19,10 @@ import trio
 from rich.console import Console
 
 from clearcard.demo import DEMO_BRANCH, console_device_ids, console_fleet, demo_clock, fresh_fleet
+from clearcard.direct_audit import DirectAudit
 from clearcard.follow import new_request_id, submit_and_follow
 from clearcard.runtime import ALL, identified, infrastructure, start_services
 from services.auth.accounts import AccountError, add_account, enroll_totp, get_account, set_password, unlock
-from services.auth.auditing import DirectAudit
 from services.console.service import serve_console
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing

@@ -18,6 +18,7 @@ import trio
 from device_gateway.config import GatewayEnv
 from device_gateway.drivers import load_drivers, present_devices
 from device_gateway.emulator import EmulatedBackend, EmulatorStore
+from device_gateway.emulator import commands as emulator_commands
 from device_gateway.hotplug import SCAN_INTERVAL_S, watch_presence
 from device_gateway.operations import Gateway
 from device_gateway.roster import Roster, scanner
@@ -30,7 +31,7 @@ from device_registry.registry import AuditEntry, BusAudit
 from device_registry.store import enrol_seeded
 from shared.bus.api import Bus, BusError
 from shared.bus.middleware import traced
-from shared.bus.rpc import rpc_server
+from shared.bus.rpc import Operation, rpc_server
 from shared.bus.topology import AUDIT, gateway_queue, topology_for
 from shared.config import Settings
 from shared.db import Database
@@ -74,6 +75,7 @@ async def run_gateway(
     servers = env.usbip_servers if usbip_servers is None else tuple(usbip_servers)
     vault = await trio.to_thread.run_sync(PinVault.open, settings.keys_dir)
     attached: dict[str, str] = {}
+    extra: dict[str, Operation] = {}
     if settings.fleet_file:
         fleet = load_fleet(settings.fleet_file)
         store = EmulatorStore(settings.emulator_dir)
@@ -81,6 +83,7 @@ async def run_gateway(
         local: Any = EmulatedBackend(store, [states[d.id] for d in fleet.devices], calendar=settings.calendar)
         attached = {d.id: d.family for d in fleet.devices}
         await _enrol_fleet(bus, db, vault, fleet)
+        extra = emulator_commands.operations(settings)  # the console's show / plug / unplug
         log.info("emulated devices", fleet=str(settings.fleet_file), devices=len(fleet.devices))
     else:
         try:
@@ -102,7 +105,7 @@ async def run_gateway(
         backend = CompositeBackend([remote, local] if local is not None else [remote])
         log.info("USB/IP servers", servers=[f"{host}:{port}" for host, port in servers])
     try:
-        await _serve(bus, db, vault, backend, attached, gateway_id, scan_interval, shards, task_status)
+        await _serve(bus, db, vault, backend, attached, gateway_id, scan_interval, shards, task_status, extra)
     finally:
         if remote is not None:
             with trio.CancelScope(shield=True):
@@ -133,6 +136,7 @@ async def _serve(
     scan_interval: float,
     shards: int,
     task_status: trio.TaskStatus[None],
+    extra: dict[str, Operation],
 ) -> None:
     drivers = load_drivers()
     roster = Roster(gateway_id, db, drivers, backend, trio.CapacityLimiter(THREADS), attached)
@@ -153,7 +157,7 @@ async def _serve(
         await nursery.start(functools.partial(keep_running, "device hot-plug", functools.partial(
             watch_presence, scanner(lambda: present_devices(backend, drivers), seen), on_change,
             interval=scan_interval)))
-        answer = rpc_server(bus, gateway.operations())
+        answer = rpc_server(bus, {**gateway.operations(), **extra})
         if shards:
             await nursery.start(functools.partial(bus.consume, queue.name, forwarder(bus, gateway_id),
                                                   prefetch=FORWARD_PREFETCH))

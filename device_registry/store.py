@@ -201,7 +201,7 @@ async def retire(conn: asyncpg.Connection, device_id: str, actor: str) -> bool:
 async def unfinished_clear(conn: asyncpg.Connection, device_id: str) -> str | None:
     """The request still clearing this device, if any (the coordinator's published progress)."""
     value: str | None = await conn.fetchval(
-        "SELECT request_id FROM device_clears WHERE device_id = $1 AND outcome IS NULL LIMIT 1", device_id)
+        "SELECT request_id FROM device_clears_for_gateway WHERE device_id = $1 AND outcome IS NULL LIMIT 1", device_id)
     return value
 
 

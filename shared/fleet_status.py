@@ -29,12 +29,17 @@ COLUMNS = (
     " d.open_period, d.lock_date, d.pin_tries_left, d.offline_pending, d.online, d.last_seen, d.last_result,"
     " d.latest_report_date, b.filing, b.comparison, b.checked_at AS bureau_checked_at"
 )
-BUREAU_JOIN = "LEFT JOIN bureau_views b ON b.device_id = d.device_id AND b.period = d.open_period"
+def bureau_join(views: str = "bureau_views") -> str:
+    """The join of each device's open-period bureau view; the console names the view published for it."""
+    return f"LEFT JOIN {views} b ON b.device_id = d.device_id AND b.period = d.open_period"
 
 
-async def today(conn: asyncpg.Connection) -> date:
+BUREAU_JOIN = bureau_join()
+
+
+async def today(conn: asyncpg.Connection, clock: str = "authority_clock") -> date:
     """The date countdowns count from: the emulated fleet clock when one runs, else China's date."""
-    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
+    row = await conn.fetchrow(f"SELECT fleet_clock, started_at FROM {clock} WHERE id")
     now = datetime.now(UTC)
     if row is not None and row["fleet_clock"]:
         return (datetime.fromisoformat(row["fleet_clock"]) + (now - row["started_at"])).astimezone(CHINA).date()

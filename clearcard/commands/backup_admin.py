@@ -6,34 +6,15 @@ commands as a group of their own.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from shared.config import Settings
-
-out = Console()
-err = Console(stderr=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+from clearcard.commands.common import JsonOpt, err, fail, out, print_json, settings_from_env
 
 
 def _logging() -> None:
@@ -43,9 +24,6 @@ def _logging() -> None:
     logs.configure(level=os.environ.get("CLEARCARD_LOG_LEVEL", "WARNING"), json=True)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def prune_command(
@@ -59,11 +37,11 @@ def prune_command(
     from services.backup.retention import PruneReport, keep_from_env, prune
 
     _logging()
-    settings = _settings()
+    settings = settings_from_env()
     try:
         keep = keep_from_env() if keep is None else keep
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
 
     async def main() -> PruneReport:
         async with infrastructure(settings) as (_, db):
@@ -71,7 +49,7 @@ def prune_command(
 
     report = run_async(main)
     if as_json:
-        _print_json(report.as_json())
+        print_json(report.as_json())
     else:
         verb = "would remove" if dry_run else "removed"
         out.print(f"{verb} {len(report.removed)} backup(s), kept {report.kept} (keep {report.keep})")
@@ -90,7 +68,7 @@ def repair_command(backup_id: str, as_json: JsonOpt = False) -> None:
     from shared.errors import ClearCardError
 
     _logging()
-    settings = _settings()
+    settings = settings_from_env()
 
     async def main() -> list[str]:
         async with infrastructure(settings) as (_, db):
@@ -99,9 +77,9 @@ def repair_command(backup_id: str, as_json: JsonOpt = False) -> None:
     try:
         repaired = run_async(main)
     except ClearCardError as exc:
-        raise _fail(f"backup {backup_id}: {exc.message}") from None
+        raise fail(f"backup {backup_id}: {exc.message}") from None
     if as_json:
-        _print_json({"backup_id": backup_id, "repaired": repaired})
+        print_json({"backup_id": backup_id, "repaired": repaired})
     elif repaired:
         for location in repaired:
             out.print(f"repaired copy: {location}")
@@ -119,7 +97,7 @@ def rotate_key_command(
     from shared.errors import ClearCardError
 
     _logging()
-    settings = _settings()
+    settings = settings_from_env()
 
     async def main() -> tuple[str, list[str]]:
         async with infrastructure(settings) as (_, db):
@@ -128,9 +106,9 @@ def rotate_key_command(
     try:
         key_id, moved = run_async(main)
     except ClearCardError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     if as_json:
-        _print_json({"key_id": key_id, "reencrypted": moved})
+        print_json({"key_id": key_id, "reencrypted": moved})
         return
     out.print(f"new backup key {key_id}" + (f"; re-encrypted {len(moved)} backup(s)" if reencrypt else ""))
 
@@ -153,12 +131,12 @@ def take_command(
     from shared.errors import ClearCardError
 
     _logging()
-    settings = _settings()
+    settings = settings_from_env()
     rid = request_id or f"on-demand-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     try:
         msg = ScheduleBackups(request_id=rid, device_ids=device or [], branch_id=branch)
     except ValueError as exc:
-        raise _fail(f"invalid request: {exc}", 2) from None
+        raise fail(f"invalid request: {exc}", 2) from None
 
     async def main() -> BackupsScheduled:
         async with infrastructure(settings) as (bus, db), trio.open_nursery() as nursery:
@@ -174,11 +152,11 @@ def take_command(
     try:
         done = run_async(main)
     except ClearCardError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     except trio.TooSlowError:
-        raise _fail(f"no answer from the backup service within {timeout:g} s") from None
+        raise fail(f"no answer from the backup service within {timeout:g} s") from None
     if as_json:
-        _print_json(done.model_dump(mode="json"))
+        print_json(done.model_dump(mode="json"))
     else:
         for r in done.results:
             if r.error_code:

@@ -9,15 +9,13 @@ its process, and its dead letters are in that process's console.
 from __future__ import annotations
 
 import getpass
-import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from clearcard.commands.common import JsonOpt, err, fail, out, print_json
 from shared.config import Settings
 
 T = TypeVar("T")
@@ -25,9 +23,6 @@ SERVICE = "cli"  # the command line's service identity (shared/bus/senders.py)
 
 app = typer.Typer(help="Dead-lettered messages: list the queues holding some, show them, replay them.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CLEARCARD_TOKEN",
                                               help="An admin's bearer token (acts as that admin).")]
 QueueArg = Annotated[str, typer.Argument(help="The work queue (`auth.requests`, `clearcard.audit`) or its "
@@ -35,9 +30,6 @@ QueueArg = Annotated[str, typer.Argument(help="The work queue (`auth.requests`, 
 IdsOpt = Annotated[list[str] | None, typer.Option("--id", help="A message id; repeatable.")]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def _run(token: str | None, action: str, work: Callable[[Any, str, list[str]], Awaitable[T]],
@@ -52,9 +44,9 @@ def _run(token: str | None, action: str, work: Callable[[Any, str, list[str]], A
     try:
         settings = Settings.from_env()
     except ValueError as exc:
-        raise _fail(f"configuration error: {exc}", 2) from None
+        raise fail(f"configuration error: {exc}", 2) from None
     if settings.embedded_bus:
-        raise _fail("the dead-letter tools need the broker: set CLEARCARD_AMQP_URL (the in-process bus "
+        raise fail("the dead-letter tools need the broker: set CLEARCARD_AMQP_URL (the in-process bus "
                     "of `clearcard demo` keeps its dead letters in that process's console)", 2)
 
     async def main() -> T | Exception:
@@ -81,12 +73,10 @@ def _run(token: str | None, action: str, work: Callable[[Any, str, list[str]], A
 
     result = run_async(main)
     if isinstance(result, Exception):
-        raise _fail(str(result))
+        raise fail(str(result))
     return result
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
 
 
 @app.command("list")
@@ -99,7 +89,7 @@ def list_queues(token: TokenOpt = None, as_json: JsonOpt = False) -> None:
 
     found = _run(token, "dlq.list", work, lambda r: {"queues": len(r), "messages": sum(q.messages for q in r)})
     if as_json:
-        _print_json([{"queue": q.queue, "dead_letter_queue": q.dead_letter_queue, "messages": q.messages}
+        print_json([{"queue": q.queue, "dead_letter_queue": q.dead_letter_queue, "messages": q.messages}
                      for q in found])
         return
     table = Table("dead-letter queue", "messages")
@@ -122,7 +112,7 @@ def show(queue: QueueArg, ids: IdsOpt = None,
     letters = _run(token, "dlq.show", work, lambda r: {"queue": dead_letters.work_queue_of(queue),
                                                         "message_ids": [x.message_id for x in r]})
     if as_json:
-        _print_json([letter.as_json() for letter in letters])
+        print_json([letter.as_json() for letter in letters])
         return
     for letter in letters:
         out.print(f"[bold]{letter.message_id}[/bold]  {letter.routing_key}  dead since {letter.dead_at or '?'}")
@@ -142,7 +132,7 @@ def replay(queue: QueueArg, ids: IdsOpt = None,
     from shared.bus import dead_letters
 
     if not ids and not replay_all:
-        raise _fail("name the messages with --id (see `clearcard dlq show`) or give --all", 2)
+        raise fail("name the messages with --id (see `clearcard dlq show`) or give --all", 2)
 
     async def work(bus: Any, actor: str, _: list[str]) -> list[dead_letters.DeadLetter]:
         from shared.authz.vouchers import vouch
@@ -155,7 +145,7 @@ def replay(queue: QueueArg, ids: IdsOpt = None,
     letters = _run(token, "dlq.replay", work, lambda r: {"queue": dead_letters.work_queue_of(queue),
                                                           "message_ids": [x.message_id for x in r]})
     if as_json:
-        _print_json({"queue": dead_letters.work_queue_of(queue), "replayed": [x.message_id for x in letters]})
+        print_json({"queue": dead_letters.work_queue_of(queue), "replayed": [x.message_id for x in letters]})
         return
     out.print(f"replayed {len(letters)} message(s) to {dead_letters.work_queue_of(queue)}")
     missing = sorted(set(ids or ()) - {x.message_id for x in letters})

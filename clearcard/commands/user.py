@@ -51,9 +51,10 @@ def _password(from_stdin: bool, *, confirm: bool) -> str:
 def _run(work: Callable[[Any, Any, Settings, Any], Awaitable[T]], token: str | None = None, *,
          admin: bool = True) -> T:
     """Run `work(db, audit, settings, actor)` with the database, an audit sink and the acting admin."""
+    from clearcard.direct_audit import DirectAudit
     from clearcard.runtime import identified, infrastructure, run_async
     from services.auth.accounts import AccountError
-    from services.auth.auditing import AuditSink, BusAudit, DirectAudit
+    from services.auth.auditing import AuditSink, BusAudit
     from shared.authz import Action, Authorizer, KeyRing
     from shared.errors import ClearCardError
 

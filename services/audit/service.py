@@ -7,18 +7,19 @@ from functools import partial
 
 import trio
 
-from services.audit import store
+from services.audit import queries, store
 from services.audit.log import AuditScope, ChainReport, advance_checkpoint, export, search, verify_chain
 from shared.bus.api import Bus, Delivery, Reject
 from shared.bus.middleware import traced
-from shared.bus.topology import AUDIT, topology_for
+from shared.bus.rpc import rpc_server
+from shared.bus.topology import AUDIT, AUDIT_QUERIES, topology_for
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.messages.audit import AuditRecord
 from shared.messages.codec import decode
 from shared.outages import keep_running, until_available
 
-# the CLI and console import the log functions from here too
+# the command line imports the log functions from here too (the console asks over the bus)
 __all__ = ["AuditScope", "ChainReport", "export", "handle_record", "run_audit", "search", "verify_chain"]
 
 MAX_RECORD_ID = 200  # a btree index entry has a size limit; ids are uuids or short keys
@@ -162,7 +163,7 @@ async def run_audit(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Consume the audit queue until cancelled."""
-    await bus.declare(topology_for(AUDIT))
+    await bus.declare(topology_for(AUDIT, AUDIT_QUERIES))
     # catch up on appends a crash left unanchored
     await until_available("audit anchoring", advance_checkpoint, db, settings)
     anchoring = Anchoring(db, settings)
@@ -178,4 +179,7 @@ async def run_audit(
         await nursery.start(batcher.run)
         # many deliveries in flight fill each batch; they wait on the batcher, not on connections
         await nursery.start(partial(bus.consume, AUDIT.name, handler, prefetch=256))
+        # front ends read the log through these answers, never through the table
+        answers = traced("audit", AUDIT_QUERIES.name, rpc_server(bus, queries.operations(db, settings)))
+        await nursery.start(partial(bus.consume, AUDIT_QUERIES.name, answers))
         task_status.started()

@@ -133,11 +133,14 @@ async def select_records(
     subject: str | None = None,
     limit: int | None = None,
     scope: AuditScope | None = None,
+    after_seq: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Records matching every given filter (and within `scope`), oldest (lowest seq) first."""
+    """Records matching every given filter (and within `scope`), oldest (lowest seq) first;
+    `after_seq` starts after that record (the cursor of a page)."""
     clauses: list[str] = []
     args: list[Any] = []
     for column, op, value in (
+        ("seq", ">", after_seq),
         ("at", ">=", since),
         ("at", "<", until),
         ("request_id", "=", request_id),

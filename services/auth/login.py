@@ -14,7 +14,7 @@ import trio
 
 from services.auth import credentials as cred
 from services.auth.accounts import utc_now
-from services.auth.auditing import AuditSink, DirectAudit
+from services.auth.auditing import AuditSink
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing
 from shared.db import Database
@@ -72,13 +72,12 @@ async def _succeeded(conn: asyncpg.Connection, username: str, totp_step: int | N
 
 
 async def login(db: Database, keys: KeyRing, username: str, password: str, totp: str | None = None, *,
-                audit: AuditSink | None = None, now: datetime | None = None, ttl: int | None = None) -> str:
+                audit: AuditSink, now: datetime | None = None, ttl: int | None = None) -> str:
     """A signed access token for the account, or AUTH_INVALID (wrong credentials, locked, disabled).
 
     Audited: `auth.login` ok/failed/refused and `auth.lockout` when this failure locks the account.
-    Without an `audit` sink the records go straight into the audit chain.
     """
-    sink: AuditSink = audit if audit is not None else DirectAudit(db)
+    sink = audit
     now = now or utc_now()
     row = await db.run(_account, username) if cred.USERNAME.match(username) else None
 

@@ -7,6 +7,7 @@ from functools import partial
 
 import trio
 
+from services.backup import admin
 from services.backup.api import check_copies, list_backups, restore_backup, take_backup, verify_backup
 from services.backup.retention import prune
 from services.backup.schedule import (
@@ -21,14 +22,14 @@ from shared import audit
 from shared.bus.api import Bus
 from shared.bus.middleware import traced
 from shared.bus.rpc import Operation, RpcClient, rpc_server
-from shared.bus.topology import BACKUP, topology_for
+from shared.bus.topology import BACKUP, BACKUP_ADMIN, topology_for
 from shared.config import Settings
 from shared.db.pool import Database
 from shared.errors import ClearCardError
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup, VerifyBackup
 from shared.outages import keep_running
 
-# the CLI and console import the backup functions from here too
+# the command line imports the backup functions from here too (the console asks over the bus)
 __all__ = ["check_copies", "list_backups", "restore_backup", "run_backup", "take_backup", "verify_backup"]
 
 
@@ -63,7 +64,7 @@ async def run_backup(
 ) -> None:
     """Consume the backup queue, and take part in the monthly round, until cancelled."""
     policy = schedule_from_env() if schedule is None else schedule
-    await bus.declare(topology_for(BACKUP))
+    await bus.declare(topology_for(BACKUP, BACKUP_ADMIN))
     async with RpcClient.open(bus, "backup") as rpc, trio.open_nursery() as nursery:
         take = partial(_take, bus, db, settings, rpc)
 
@@ -77,6 +78,9 @@ async def run_backup(
         }
         handler = traced("backup", BACKUP.name, rpc_server(bus, operations))
         await nursery.start(partial(bus.consume, BACKUP.name, handler))
+        # the console's list, verify and restore: the backups table stays this service's own
+        answers = traced("backup", BACKUP_ADMIN.name, rpc_server(bus, admin.operations(db, settings)))
+        await nursery.start(partial(bus.consume, BACKUP_ADMIN.name, answers))
         await nursery.start(partial(keep_running, "backup schedule",
                                     partial(run_scheduler, db, take, policy, after_round=partial(prune, db, settings))))
         task_status.started()

@@ -71,6 +71,30 @@ async def all_backups(conn: asyncpg.Connection) -> list[BackupRow]:
     return [_row(r) for r in rows]
 
 
+async def backups_page(conn: asyncpg.Connection, *, after: tuple[datetime, str] | None, limit: int,
+                       backup_id: str | None = None, device_id: str | None = None,
+                       branches: list[str] | None = None) -> list[BackupRow]:
+    """Up to `limit` backups after the cursor `after` (taken_at, backup_id) matching every filter,
+    oldest first: a front end reads the list page by page."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for clause, value in (("backup_id = ${}", backup_id), ("device_id = ${}", device_id),
+                          # the devices of those branches: the view the gateway publishes for this service
+                          ("device_id IN (SELECT device_id FROM devices_for_backup WHERE branch_id = ANY(${}::text[]))",
+                           branches)):
+        if value is not None:
+            args.append(value)
+            clauses.append(clause.format(len(args)))
+    if after is not None:
+        args.extend(after)
+        clauses.append(f"(taken_at, backup_id) > (${len(args) - 1}, ${len(args)})")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    args.append(limit)
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM backups{where} ORDER BY taken_at, backup_id LIMIT ${len(args)}",
+                            *args)
+    return [_row(r) for r in rows]
+
+
 async def insert(conn: asyncpg.Connection, row: BackupRow) -> BackupRow:
     """Record a verified backup; if the same request already recorded one, that one is returned."""
     values = [getattr(row, c.strip()) for c in _COLUMNS.split(",")]
@@ -95,7 +119,7 @@ def _plain(value: Any) -> Any:
 
 async def device_record(conn: asyncpg.Connection, device_id: str) -> dict[str, Any] | None:
     """The product's own record of a device (never its PIN)."""
-    row = await conn.fetchrow("SELECT * FROM devices WHERE device_id = $1", device_id)
+    row = await conn.fetchrow("SELECT * FROM devices_for_backup WHERE device_id = $1", device_id)
     if row is None:
         return None
     record = {k: _plain(v) for k, v in row.items() if k != "pin_cipher"}
@@ -116,8 +140,8 @@ async def delete(conn: asyncpg.Connection, backup_ids: list[str]) -> list[Backup
 async def written_back(conn: asyncpg.Connection) -> list[tuple[str, str, str | None]]:
     """(device, period, backup relied on) for every device clear that reached its write-back."""
     rows = await conn.fetch(
-        "SELECT dc.device_id, cr.period, dc.backup_id FROM device_clears dc"
-        " JOIN clear_requests cr USING (request_id)"
+        "SELECT dc.device_id, cr.period, dc.backup_id FROM device_clears_for_backup dc"
+        " JOIN clear_requests_for_backup cr USING (request_id)"
         " WHERE dc.step IN ('written_back', 'verified') OR dc.outcome = 'cleared'"
     )
     return [(r["device_id"], r["period"], r["backup_id"]) for r in rows]
@@ -135,7 +159,7 @@ async def registered_devices(conn: asyncpg.Connection, device_ids: list[str],
                              branch_id: str | None) -> list[tuple[str, str, str | None]]:
     """(device, gateway, open period) of the devices in service a gateway has found, optionally narrowed."""
     rows = await conn.fetch(
-        "SELECT device_id, gateway_id, open_period FROM devices"
+        "SELECT device_id, gateway_id, open_period FROM devices_for_backup"
         " WHERE gateway_id IS NOT NULL AND (cardinality($1::text[]) = 0 OR device_id = ANY($1::text[]))"
         " AND ($2::text IS NULL OR branch_id = $2) ORDER BY device_id",
         device_ids, branch_id)

@@ -12,10 +12,17 @@ from typing import Any
 import asyncpg
 
 from shared.deadlines import RISKS, Thresholds
-from shared.fleet_status import BUREAU_JOIN, COLUMNS, shape
+from shared.fleet_status import COLUMNS, bureau_join, shape
 from shared.fleet_status import today as fleet_today
 
-today = fleet_today  # the date countdowns count from (the emulated fleet clock when one runs)
+# the views the coordinator, gateway and bureau simulator publish for the console (0070_published_views.sql)
+BUREAU_JOIN = bureau_join("bureau_views_for_console")
+CLOCK = "authority_clock_for_console"
+
+
+async def today(conn: asyncpg.Connection) -> date:
+    """The date countdowns count from (the emulated fleet clock when one runs)."""
+    return await fleet_today(conn, CLOCK)
 
 
 def _iso(value: Any) -> Any:
@@ -30,9 +37,9 @@ async def devices(conn: asyncpg.Connection, as_of: date, thresholds: Thresholds,
         SELECT {COLUMNS},
                c.request_id AS last_request_id, c.step AS last_step, c.outcome AS last_outcome,
                c.error_code AS last_error_code, c.updated_at AS last_clear_at
-        FROM devices d {BUREAU_JOIN}
+        FROM devices_for_console d {BUREAU_JOIN}
         LEFT JOIN LATERAL (
-            SELECT request_id, step, outcome, error_code, updated_at FROM device_clears dc
+            SELECT request_id, step, outcome, error_code, updated_at FROM device_clears_for_console dc
             WHERE dc.device_id = d.device_id ORDER BY updated_at DESC LIMIT 1) c ON true
         WHERE $1::text[] IS NULL OR d.branch_id = ANY($1::text[])
         ORDER BY d.branch_id, d.device_id
@@ -87,7 +94,8 @@ def by_branch(rows: list[dict[str, Any]], digital: list[dict[str, Any]]) -> list
 
 
 async def device_row(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT device_id, branch_id, gateway_id FROM devices WHERE device_id = $1", device_id)
+    return await conn.fetchrow("SELECT device_id, branch_id, gateway_id FROM devices_for_console WHERE device_id = $1",
+                               device_id)
 
 
 async def history(conn: asyncpg.Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -96,7 +104,7 @@ async def history(conn: asyncpg.Connection, device_id: str, limit: int = 50) -> 
         """
         SELECT dc.request_id, r.period, r.mode, r.subject, r.trace_id, dc.step, dc.outcome, dc.error_code,
                dc.error_message, dc.backup_id, r.created_at, dc.updated_at
-        FROM device_clears dc JOIN clear_requests r USING (request_id)
+        FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
         WHERE dc.device_id = $1 ORDER BY r.created_at DESC LIMIT $2
         """, device_id, limit)
     return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
@@ -106,11 +114,12 @@ async def request_row(conn: asyncpg.Connection, request_id: str) -> dict[str, An
     """A clear request with its devices' current step and outcome."""
     row = await conn.fetchrow(
         "SELECT request_id, branch_id, period, mode, invoice_types, subject, trace_id, status, finished_event,"
-        " created_at, finished_at FROM clear_requests WHERE request_id = $1", request_id)
+        " created_at, finished_at FROM clear_requests_for_console WHERE request_id = $1", request_id)
     if row is None:
         return None
     devices_ = await conn.fetch(
-        "SELECT device_id, step, outcome, error_code, error_message, backup_id, updated_at FROM device_clears"
+        "SELECT device_id, step, outcome, error_code, error_message, backup_id, updated_at"
+        " FROM device_clears_for_console"
         " WHERE request_id = $1 ORDER BY device_id", request_id)
     out = {k: _iso(v) for k, v in dict(row).items()}
     raw = out.get("finished_event")
@@ -149,7 +158,7 @@ def _seconds(start: str, end: str) -> float | None:
 async def clock_offset(conn: asyncpg.Connection) -> timedelta:
     """How far the emulated fleet clock runs from real time (zero without one): what shifts a
     recorded moment onto the fleet's calendar."""
-    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock WHERE id")
+    row = await conn.fetchrow("SELECT fleet_clock, started_at FROM authority_clock_for_console WHERE id")
     if row is not None and row["fleet_clock"]:
         return datetime.fromisoformat(row["fleet_clock"]) - row["started_at"]
     return timedelta(0)

@@ -21,19 +21,21 @@ SELECT r.request_id, r.branch_id, r.period, r.status, r.created_at, r.finished_a
        count(*) FILTER (WHERE dc.outcome = 'failed') AS failed,
        count(*) FILTER (WHERE dc.outcome = 'skipped') AS skipped,
        count(*) FILTER (WHERE dc.device_id IS NOT NULL AND dc.outcome IS NULL) AS running
-FROM clear_requests r LEFT JOIN device_clears dc USING (request_id)
+FROM clear_requests_for_console r LEFT JOIN device_clears_for_console dc USING (request_id)
 WHERE r.fleet_id = $1 AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
-GROUP BY r.request_id ORDER BY r.branch_id, r.period
+-- every column named: a view carries no primary key to group the others by
+GROUP BY r.request_id, r.branch_id, r.period, r.status, r.created_at, r.finished_at ORDER BY r.branch_id, r.period
 """
 
 _RUNNING_STEPS = """
-SELECT dc.step, count(*) AS n FROM device_clears dc JOIN clear_requests r USING (request_id)
+SELECT dc.step, count(*) AS n FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
 WHERE r.fleet_id = $1 AND dc.outcome IS NULL AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
 GROUP BY 1
 """
 
 _FAILURES = """
-SELECT dc.error_code, count(*) AS n FROM device_clears dc JOIN clear_requests r USING (request_id)
+SELECT dc.error_code, count(*) AS n
+FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
 WHERE r.fleet_id = $1 AND dc.outcome = 'failed' AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
 GROUP BY 1 ORDER BY 2 DESC
 """
@@ -48,7 +50,8 @@ def _iso(value: Any) -> str | None:
 async def fleet_progress(conn: asyncpg.Connection, fleet_id: str, branches: set[str] | None) -> dict[str, Any] | None:
     """The fleet clear's totals, its running devices by step, failures by code and its requests;
     None if there is no such fleet clear."""
-    op = await conn.fetchrow("SELECT fleet_id, subject, filters, request_ids, created_at FROM fleet_operations"
+    op = await conn.fetchrow("SELECT fleet_id, subject, filters, request_ids, created_at"
+                             " FROM fleet_operations_for_console"
                              " WHERE fleet_id = $1", fleet_id)
     if op is None:
         return None
@@ -72,8 +75,9 @@ async def fleet_progress(conn: asyncpg.Connection, fleet_id: str, branches: set[
 async def recent(conn: asyncpg.Connection, limit: int, branches: set[str] | None) -> list[dict[str, Any]]:
     """The latest fleet clears touching `branches` (None: any), newest first."""
     rows = await conn.fetch(
-        "SELECT f.fleet_id, f.subject, cardinality(f.request_ids) AS requests, f.created_at FROM fleet_operations f"
-        " WHERE $2::text[] IS NULL OR EXISTS (SELECT 1 FROM clear_requests r WHERE r.fleet_id = f.fleet_id"
+        "SELECT f.fleet_id, f.subject, cardinality(f.request_ids) AS requests, f.created_at"
+        " FROM fleet_operations_for_console f"
+        " WHERE $2::text[] IS NULL OR EXISTS (SELECT 1 FROM clear_requests_for_console r WHERE r.fleet_id = f.fleet_id"
         " AND r.branch_id = ANY($2::text[])) ORDER BY f.created_at DESC LIMIT $1",
         limit, sorted(branches) if branches is not None else None)
     return [{"fleet_id": r["fleet_id"], "subject": r["subject"], "requests": r["requests"],

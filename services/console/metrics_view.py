@@ -16,11 +16,12 @@ import structlog
 import trio
 
 from services.console.context import ConsoleContext
+from services.console.fleet import today
 from shared import metrics, metrics_store
 from shared.bus.api import BusError
 from shared.bus.topology import ALL_SERVICES, gateway_queue
 from shared.deadlines import Thresholds
-from shared.fleet_status import bureau_view, today
+from shared.fleet_status import bureau_view
 from shared.tax_calendar import period_of
 
 log = structlog.get_logger("clearcard.console.metrics")
@@ -46,7 +47,8 @@ async def _fleet(conn: asyncpg.Connection, thresholds: Thresholds) -> dict[str, 
                (d.type_status <> '{}'::jsonb AND NOT EXISTS (
                    SELECT 1 FROM jsonb_each_text(d.type_status) e WHERE e.value <> '2')) AS cleared,
                b.filing, b.comparison, b.checked_at AS bureau_checked_at, count(*) AS n
-        FROM devices d LEFT JOIN bureau_views b ON b.device_id = d.device_id AND b.period = d.open_period
+        FROM devices_for_console d
+        LEFT JOIN bureau_views_for_console b ON b.device_id = d.device_id AND b.period = d.open_period
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
         """)
     devices: dict[tuple[str, str, str], int] = {}
@@ -64,11 +66,11 @@ async def _fleet(conn: asyncpg.Connection, thresholds: Thresholds) -> dict[str, 
         pair = (view["filing"], view["comparison"])
         bureau[pair] = bureau.get(pair, 0) + g["n"]
     gateways = [r["gateway_id"] for r in await conn.fetch(
-        "SELECT DISTINCT gateway_id FROM devices WHERE gateway_id IS NOT NULL")]  # NULL: not seen yet
+        "SELECT DISTINCT gateway_id FROM devices_for_console WHERE gateway_id IS NOT NULL")]  # NULL: not seen yet
     return {
         "devices": devices, "online": online, "bureau": bureau, "gateways": gateways, "period": period_of(as_of),
-        "running": await conn.fetchval("SELECT count(*) FROM clear_requests WHERE status = 'running'"),
-        "in_progress": await conn.fetchval("SELECT count(*) FROM device_clears WHERE outcome IS NULL"),
+        "running": await conn.fetchval("SELECT count(*) FROM clear_requests_for_console WHERE status = 'running'"),
+        "in_progress": await conn.fetchval("SELECT count(*) FROM device_clears_for_console WHERE outcome IS NULL"),
         "digital": {r["status"]: r["n"] for r in await conn.fetch(
             "SELECT status, count(*) AS n FROM digital_confirmations GROUP BY 1")},
         "series": await metrics_store.installation(conn),

@@ -33,7 +33,7 @@ CLEARED_FOR_PERIOD = """(d.open_period > $1 OR (d.open_period = $1 AND d.type_st
 _DEVICE_STATES = """
 WITH latest AS (
     SELECT DISTINCT ON (dc.device_id) dc.device_id, dc.outcome, dc.error_code
-    FROM device_clears dc JOIN clear_requests r USING (request_id)
+    FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
     WHERE r.period = $1 AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
     ORDER BY dc.device_id, dc.updated_at DESC
 )
@@ -44,7 +44,7 @@ SELECT d.branch_id, d.lock_date,
             ELSE 'remaining' END AS state,
        CASE WHEN l.outcome = 'failed' THEN l.error_code END AS error_code,
        count(*) AS n
-FROM devices d LEFT JOIN latest l USING (device_id)
+FROM devices_for_console d LEFT JOIN latest l USING (device_id)
 WHERE $2::text[] IS NULL OR d.branch_id = ANY($2::text[])
 GROUP BY 1, 2, 3, 4
 """
@@ -52,7 +52,7 @@ GROUP BY 1, 2, 3, 4
 _CLEARS_BY_DAY = """
 SELECT ((dc.updated_at + $3::interval) AT TIME ZONE 'Asia/Shanghai')::date AS day, r.branch_id, dc.outcome,
        count(*) AS n
-FROM device_clears dc JOIN clear_requests r USING (request_id)
+FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
 WHERE r.period = $1 AND dc.outcome IN ('cleared', 'failed')
   AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
 GROUP BY 1, 2, 3

@@ -29,13 +29,13 @@ SELECT d.device_id, d.branch_id, d.family, d.taxpayer_id, d.machine_no, d.type_s
        """ + CLEARED_FOR_PERIOD + """ AS cleared_now,
        l.request_id, l.outcome, l.error_code, l.error_message, l.updated_at,
        b.backup_id, b.taken_at, cardinality(b.locations) AS copies
-FROM devices d
+FROM devices_for_console d
 LEFT JOIN LATERAL (
     SELECT dc.request_id, dc.outcome, dc.error_code, dc.error_message, dc.updated_at
-    FROM device_clears dc JOIN clear_requests r USING (request_id)
+    FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
     WHERE dc.device_id = d.device_id AND r.period = $1 ORDER BY dc.updated_at DESC LIMIT 1) l ON true
 LEFT JOIN LATERAL (
-    SELECT backup_id, taken_at, locations FROM backups
+    SELECT backup_id, taken_at, locations FROM backups_for_console
     WHERE device_id = d.device_id AND period = $1 ORDER BY taken_at DESC LIMIT 1) b ON true
 WHERE ($2::text[] IS NULL OR d.branch_id = ANY($2::text[])) AND (d.branch_id, d.device_id) > ($3, $4)
 ORDER BY d.branch_id, d.device_id
@@ -45,13 +45,13 @@ LIMIT $5
 _SUMMARY = """
 WITH latest AS (
     SELECT DISTINCT ON (dc.device_id) dc.device_id, dc.outcome, dc.error_code
-    FROM device_clears dc JOIN clear_requests r USING (request_id)
+    FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
     WHERE r.period = $1 AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
     ORDER BY dc.device_id, dc.updated_at DESC
 ), states AS (
     SELECT d.branch_id, d.device_id, d.lock_date, """ + CLEARED_FOR_PERIOD + """ AS cleared_now,
            l.device_id IS NOT NULL AS tried, l.outcome, l.error_code
-    FROM devices d LEFT JOIN latest l USING (device_id)
+    FROM devices_for_console d LEFT JOIN latest l USING (device_id)
     WHERE $2::text[] IS NULL OR d.branch_id = ANY($2::text[])
 )
 SELECT s.branch_id, count(*) AS devices,
@@ -60,19 +60,20 @@ SELECT s.branch_id, count(*) AS devices,
        count(*) FILTER (WHERE NOT cleared_now AND tried AND outcome IS NULL) AS running,
        count(*) FILTER (WHERE NOT cleared_now AND NOT tried) AS not_started,
        min(lock_date) FILTER (WHERE NOT cleared_now) AS earliest_lock_date,
-       (SELECT count(*) FROM backups b JOIN devices d2 USING (device_id)
+       (SELECT count(*) FROM backups_for_console b JOIN devices_for_console d2 USING (device_id)
         WHERE b.period = $1 AND d2.branch_id = s.branch_id) AS backups
 FROM states s GROUP BY s.branch_id ORDER BY s.branch_id
 """
 
 _REASONS = """
 SELECT DISTINCT ON (dc.device_id) r.branch_id, dc.device_id, dc.error_code
-FROM device_clears dc JOIN clear_requests r USING (request_id)
+FROM device_clears_for_console dc JOIN clear_requests_for_console r USING (request_id)
 WHERE r.period = $1 AND ($2::text[] IS NULL OR r.branch_id = ANY($2::text[]))
 ORDER BY dc.device_id, dc.updated_at DESC
 """
 _REASON_COUNTS = """
-SELECT l.branch_id, l.error_code, count(*) AS n FROM (""" + _REASONS + """) l JOIN devices d USING (device_id)
+SELECT l.branch_id, l.error_code, count(*) AS n
+FROM (""" + _REASONS + """) l JOIN devices_for_console d USING (device_id)
 WHERE l.error_code IS NOT NULL AND NOT """ + CLEARED_FOR_PERIOD + """
 GROUP BY 1, 2
 """

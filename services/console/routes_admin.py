@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import trio
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from services.audit.service import AuditScope, export, search, verify_chain
-from services.backup.service import list_backups, restore_backup, verify_backup
+from services.console.asking import RESTORE_SECONDS, ask, audit_records
+from services.console.asking import backups as backup_list
 from services.console.context import ConsoleContext, context
-from services.console.restore import restore_target
 from services.console.security import Can, branch_filter, check_branch, require
 from services.console.spec import (
     DEVICE_PATTERN,
@@ -30,8 +28,12 @@ from shared import audit
 from shared.authz import Principal, Role
 from shared.authz.delegation import SERVICE_MAX_TTL, Grant, delegate
 from shared.authz.tokens import DEFAULT_TTL
+from shared.bus.topology import AUDIT_VERIFY, BACKUP_RESTORE, BACKUP_VERIFY, gateway_routing_key
 from shared.errors import ClearCardError, ErrorCode
+from shared.messages.audit import AuditChainChecked, AuditQuery, VerifyAuditChain
+from shared.messages.backup import BackupRestored, BackupVerified, ListBackups, RestoreBackup, VerifyBackup
 from shared.messages.base import BranchId
+from shared.messages.device import DeviceCommand, EmulatorDone, EmulatorState
 
 router = APIRouter(prefix="/api", tags=["administration"], responses=responses())
 
@@ -81,8 +83,9 @@ async def audit_search(
 ) -> list[dict[str, Any]]:
     if branch_id is not None:
         check_branch(who, branch_id)
-    return await search(ctx.db, request_id=request_id, device_id=device_id, branch_id=branch_id,
-                        subject=subject, since=since, until=until, limit=limit, scope=await _audit_scope(ctx, who))
+    query = AuditQuery(request_id=request_id, device_id=device_id, branch_id=branch_id, subject=subject,
+                       since=since, until=until, **_audit_scope(who))
+    return await audit_records(ctx, query, limit)
 
 
 @router.get("/audit/export", summary="The audit log as JSON Lines, oldest first (as `clearcard audit export`)",
@@ -90,7 +93,8 @@ async def audit_search(
             responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
 async def audit_export(since: IsoDateTime | None = None, ctx: ConsoleContext = Depends(context),
                        who: Principal = Depends(require(Can.AUDIT))) -> Response:
-    records = await export(ctx.db, since, scope=await _audit_scope(ctx, who))
+    # the audit service answers page by page: a whole log never travels as one message
+    records = await audit_records(ctx, AuditQuery(since=since, **_audit_scope(who)))
     lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
     return Response(lines, media_type="application/x-ndjson")
 
@@ -101,44 +105,34 @@ async def audit_verify(ctx: ConsoleContext = Depends(context),
     # the chain spans every branch: its length alone tells of other branches' activity
     if branch_filter(who) is not None:
         raise ClearCardError(ErrorCode.PERMISSION_DENIED, "Checking the whole audit chain needs an every-branch token.")
-    report = await verify_chain(ctx.db, ctx.settings)
-    return {"ok": report.ok, "count": report.count, "checkpoint_seq": report.checkpoint_seq,
-            "result": report.describe()}
+    report = await ask(ctx, AUDIT_VERIFY, VerifyAuditChain(), AuditChainChecked)
+    return {"ok": report.ok, "count": report.count, "checkpoint_seq": report.checkpoint_seq, "result": report.result}
 
 
-async def _devices_of(ctx: ConsoleContext, branches: set[str]) -> set[str]:
-    rows = await ctx.db.fetch("SELECT device_id FROM devices WHERE branch_id = ANY($1::text[])", sorted(branches))
-    return {r["device_id"] for r in rows}
-
-
-async def _audit_scope(ctx: ConsoleContext, who: Principal) -> AuditScope | None:
-    """What a branch-scoped caller may read of the log: records of its branches or their devices."""
+def _audit_scope(who: Principal) -> dict[str, Any]:
+    """What a branch-scoped caller may read of the log (AuditQuery's scope fields): records of its
+    branches or their devices (the audit service knows which); no limit for an every-branch caller."""
     branches = branch_filter(who)
-    if branches is None:
-        return None
-    return AuditScope(branches=tuple(sorted(branches)), device_ids=tuple(sorted(await _devices_of(ctx, branches))))
+    return {} if branches is None else {"scoped": True, "scope_branches": sorted(branches)}
 
 
-async def _backup_scope(ctx: ConsoleContext, who: Principal) -> set[str] | None:
-    """Device ids a branch-scoped caller may see backups of (None: every device)."""
+def _backup_scope(who: Principal) -> list[str] | None:
+    """The branches a branch-scoped caller may see backups of (None: every branch)."""
     branches = branch_filter(who)
-    return None if branches is None else await _devices_of(ctx, branches)
+    return None if branches is None else sorted(branches)
 
 
 @router.get("/backups", summary="Every backup (as `clearcard backup list --json`)")
 async def backups(device_id: str | None = None, ctx: ConsoleContext = Depends(context),
                   who: Principal = Depends(require(Can.BACKUPS))) -> list[dict[str, Any]]:
-    scope = await _backup_scope(ctx, who)
-    return [b for b in await list_backups(ctx.db)
-            if (scope is None or b["device_id"] in scope) and (device_id is None or b["device_id"] == device_id)]
+    return await backup_list(ctx, ListBackups(device_id=device_id, branches=_backup_scope(who)))
 
 
 async def _visible_backup(ctx: ConsoleContext, who: Principal, backup_id: str) -> dict[str, Any]:
-    found = next((b for b in await list_backups(ctx.db) if b["backup_id"] == backup_id), None)
-    scope = await _backup_scope(ctx, who)
-    if found is None or (scope is not None and found["device_id"] not in scope):
+    found = await backup_list(ctx, ListBackups(backup_id=backup_id, branches=_backup_scope(who)))
+    if not found:
         raise NotFound(f"There is no backup {backup_id!r} you may see.")
-    return found
+    return found[0]
 
 
 @router.post("/backups/{backup_id}/verify", summary="Read every copy back (as `clearcard backup verify`)",
@@ -146,36 +140,43 @@ async def _visible_backup(ctx: ConsoleContext, who: Principal, backup_id: str) -
 async def backup_verify(backup_id: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.BACKUPS))) -> dict[str, Any]:
     await _visible_backup(ctx, who, backup_id)
-    result = await verify_backup(ctx.db, ctx.settings, backup_id)
+    result = await ask(ctx, BACKUP_VERIFY, VerifyBackup(backup_id=backup_id), BackupVerified)
     return {"backup_id": result.backup_id, "ok": result.ok, "damaged": result.damaged}
 
 
 class RestoreRequest(BaseModel):
     to: str = Field(min_length=1, max_length=1024,
-                    description="a folder under the console's restore root (CLEARCARD_RESTORE_ROOT); "
+                    description="a folder under the backup service's restore root (CLEARCARD_RESTORE_ROOT); "
                                 "relative paths are taken from the root")
     force: bool = False
 
 
 @router.post("/backups/{backup_id}/restore",
-             summary="Restore into a folder under the restore root on the console's machine (admin with TOTP)")
+             summary="Restore into a folder under the restore root of the backup service's machine (admin with TOTP)")
 async def backup_restore(backup_id: str, body: RestoreRequest, ctx: ConsoleContext = Depends(context),
                          who: Principal = Depends(require(Can.ADMIN))) -> dict[str, str]:
     found = await _visible_backup(ctx, who, backup_id)
-    target = restore_target(ctx.settings.restore_root, body.to)
-    where = await restore_backup(ctx.db, ctx.settings, backup_id, target, force=body.force)
+    # the backup service confines the folder to its restore root before anything is written
+    done = await ask(ctx, BACKUP_RESTORE, RestoreBackup(backup_id=backup_id, to=body.to, force=body.force),
+                     BackupRestored, seconds=RESTORE_SECONDS)
     await audit.record(ctx.bus, service="console", subject=who.subject, action="backup.restored",
                        device_id=found["device_id"], outcome="ok",
-                       detail={"backup_id": backup_id, "restored_to": str(where), "force": body.force})
-    return {"backup_id": backup_id, "restored_to": str(where)}
+                       detail={"backup_id": backup_id, "restored_to": done.restored_to, "force": body.force})
+    return {"backup_id": backup_id, "restored_to": done.restored_to}
+
+
+async def _emulator_gateway(ctx: ConsoleContext, device_id: str) -> str:
+    """The gateway serving an emulated device: the one that last saw it, else this host's."""
+    rows = await ctx.db.fetch("SELECT gateway_id FROM devices_for_console WHERE device_id = $1", device_id)
+    return str(rows[0]["gateway_id"] if rows and rows[0]["gateway_id"] else ctx.settings.gateway_id)
 
 
 @router.get("/emulator/{device_id}", summary="An emulated device's full state (as `clearcard emulator show`)")
 async def emulator_show(device_id: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.STATUS))) -> dict[str, Any]:
-    from device_gateway.emulator.admin import show_device
-
-    state: dict[str, Any] = await trio.to_thread.run_sync(show_device, ctx.settings, device_id)
+    # the gateway driving the emulated cabinet reads its state files; the console never does
+    key = gateway_routing_key(await _emulator_gateway(ctx, device_id), "emulator_show")
+    state = (await ask(ctx, key, DeviceCommand(device_id=device_id), EmulatorState)).state
     check_branch(who, state["branch"])
     return state
 
@@ -183,9 +184,8 @@ async def emulator_show(device_id: str, ctx: ConsoleContext = Depends(context),
 @router.post("/emulator/{device_id}/{action}", summary="Plug or unplug an emulated device (admin)")
 async def emulator_plug(device_id: str, action: str, ctx: ConsoleContext = Depends(context),
                         who: Principal = Depends(require(Can.ADMIN))) -> dict[str, str]:
-    from device_gateway.emulator import admin
-
     if action not in ("plug", "unplug"):
         raise ClearCardError(ErrorCode.INVALID_REQUEST, "action must be plug or unplug")
-    await trio.to_thread.run_sync(admin.plug if action == "plug" else admin.unplug, ctx.settings, device_id)
+    key = gateway_routing_key(await _emulator_gateway(ctx, device_id), f"emulator_{action}")
+    await ask(ctx, key, DeviceCommand(device_id=device_id), EmulatorDone)
     return {"device_id": device_id, "done": action}

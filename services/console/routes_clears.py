@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field, StrictBool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.audit.service import search
 from services.console import fleet
+from services.console.asking import audit_records
 from services.console.context import ConsoleContext, context
 from services.console.events import EventHub, is_final
 from services.console.security import Can, bearer_scheme, check_branch, require
@@ -28,6 +28,7 @@ from services.console.spec import ID_PATTERN, NOT_FOUND, SSE_EVENT_SCHEMA, NotFo
 from shared import metrics
 from shared.authz import Principal, action_of, permit
 from shared.bus.topology import CLEAR_REQUEST, COMMANDS
+from shared.messages.audit import AuditQuery
 from shared.messages.base import BranchId, DeviceId, InvoiceType, Period, RequestId
 from shared.messages.clear import ClearRequest
 from shared.messages.codec import encode
@@ -113,7 +114,7 @@ async def timeline(request_id: str = Path(pattern=ID_PATTERN), ctx: ConsoleConte
     row = await _visible_request(ctx, who, request_id)
     if row is None:
         raise NotFound(f"No clear request {request_id} is stored.")
-    records = await search(ctx.db, request_id=request_id)
+    records = await audit_records(ctx, AuditQuery(request_id=request_id), limit=1000)
     return {"request": row, "devices": fleet.timeline(row, records)}
 
 

@@ -39,7 +39,7 @@ async def _audit(ctx: ConsoleContext, who: Principal, action: str, detail: dict[
 @router.get("", summary="Every dead-letter queue with how many messages it holds")
 async def list_dead_letter_queues(ctx: ConsoleContext = Depends(context),
                                   who: Principal = Depends(require(Can.ADMIN))) -> list[dict[str, Any]]:
-    gateways = [r["gateway_id"] for r in await ctx.db.fetch("SELECT DISTINCT gateway_id FROM devices")]
+    gateways = [r["gateway_id"] for r in await ctx.db.fetch("SELECT DISTINCT gateway_id FROM devices_for_console")]
     found = await dead_letters.counts(_tools(ctx), gateways)
     await _audit(ctx, who, "dlq.list", {"queues": len(found), "messages": sum(q.messages for q in found)})
     return [{"queue": q.queue, "dead_letter_queue": q.dead_letter_queue, "messages": q.messages} for q in found]

@@ -86,7 +86,7 @@ class BureauWatch:
         """(device, taxpayer, open period) whose view is missing, not final, and old enough."""
         rows = await conn.fetch(
             """
-            SELECT d.device_id, d.taxpayer_id, d.open_period FROM devices d
+            SELECT d.device_id, d.taxpayer_id, d.open_period FROM devices_for_coordinator d
             LEFT JOIN bureau_views b ON b.device_id = d.device_id AND b.period = d.open_period
             WHERE d.open_period < $1 AND d.open_period >= $2
               AND (b.device_id IS NULL OR NOT (b.filing = 'filed' AND b.comparison = 'pass'))
@@ -101,7 +101,7 @@ class BureauWatch:
         """Clear again every device whose pending comparison the bureau has since finished."""
         rows = await conn.fetch(
             """
-            SELECT d.device_id FROM devices d
+            SELECT d.device_id FROM devices_for_coordinator d
             JOIN bureau_views b ON b.device_id = d.device_id AND b.period = d.open_period
             JOIN LATERAL (
                 SELECT dc.error_code, dc.updated_at FROM device_clears dc JOIN clear_requests r USING (request_id)

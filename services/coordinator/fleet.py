@@ -69,7 +69,7 @@ async def candidates(conn: asyncpg.Connection, branches: list[str] | None,
                      device_ids: list[str] | None = None) -> list[Candidate]:
     """Registered devices (optionally of some branches or ids)."""
     rows = await conn.fetch(
-        "SELECT device_id, branch_id, family, open_period, lock_date, type_status FROM devices"
+        "SELECT device_id, branch_id, family, open_period, lock_date, type_status FROM devices_for_coordinator"
         " WHERE ($1::text[] IS NULL OR branch_id = ANY($1)) AND ($2::text[] IS NULL OR device_id = ANY($2))"
         " ORDER BY branch_id, device_id", branches, device_ids)
     out = []

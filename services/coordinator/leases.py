@@ -51,7 +51,7 @@ async def claim_work(conn: asyncpg.Connection, owner: str, limit: int,
             RETURNING d.*
         )
         SELECT {WORK_COLUMNS} FROM claimed d JOIN clear_requests r USING (request_id)
-        LEFT JOIN devices v ON v.device_id = d.device_id
+        LEFT JOIN devices_for_coordinator v ON v.device_id = d.device_id
         """, owner, limit, float(lease))
     return [work_of(r) for r in rows]
 

@@ -63,7 +63,7 @@ class Work:
 
 async def branch_devices(conn: asyncpg.Connection, branch_id: str) -> list[RegisteredDevice]:
     rows = await conn.fetch(
-        "SELECT device_id, branch_id, family, gateway_id, taxpayer_id, machine_no FROM devices "
+        "SELECT device_id, branch_id, family, gateway_id, taxpayer_id, machine_no FROM devices_for_coordinator "
         "WHERE branch_id = $1 ORDER BY device_id", branch_id)
     return [RegisteredDevice(**dict(r)) for r in rows]
 
@@ -137,7 +137,7 @@ def work_of(row: asyncpg.Record) -> Work:
 async def leased_work(conn: asyncpg.Connection, request_id: str, owner: str) -> list[Work]:
     rows = await conn.fetch(
         f"SELECT {WORK_COLUMNS} FROM device_clears d JOIN clear_requests r USING (request_id)"
-        " LEFT JOIN devices v ON v.device_id = d.device_id"
+        " LEFT JOIN devices_for_coordinator v ON v.device_id = d.device_id"
         " WHERE d.request_id = $1 AND d.lease_owner = $2 AND d.outcome IS NULL", request_id, owner)
     return [work_of(r) for r in rows]
 
@@ -199,7 +199,7 @@ async def finish_device(
     if updated is None:
         raise LeaseLost(work)  # another driver took it over (or finished it) after our lease expired
     await conn.execute(
-        "UPDATE devices SET last_result = $2 WHERE device_id = $1",
+        "UPDATE devices_for_coordinator SET last_result = $2 WHERE device_id = $1",
         work.device_id, error_code or outcome)
     request = await conn.fetchrow(
         "SELECT status FROM clear_requests WHERE request_id = $1 FOR UPDATE", work.request_id)

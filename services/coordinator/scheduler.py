@@ -124,7 +124,7 @@ class Scheduler:
         device is locked (its clears fail DEVICE_LOCKED) and no longer nears anything.
         """
         rows = await conn.fetch(
-            "SELECT device_id, branch_id, lock_date, last_result FROM devices"
+            "SELECT device_id, branch_id, lock_date, last_result FROM devices_for_coordinator"
             " WHERE open_period <= $1 AND lock_date BETWEEN $2::date AND $2::date + $3::int",
             period, today, self._thresholds.warning_days)
         trace_id = telemetry.current_trace_id()
@@ -143,7 +143,7 @@ class Scheduler:
         """One `device.abandoned` warning per device and last report (stable ids: staged once)."""
         limit = today - timedelta(days=self._thresholds.abandoned_days)
         rows = await conn.fetch(
-            "SELECT device_id, branch_id, open_period, lock_date, latest_report_date FROM devices"
+            "SELECT device_id, branch_id, open_period, lock_date, latest_report_date FROM devices_for_coordinator"
             " WHERE open_period < $1"
             " AND coalesce(latest_report_date, to_date(open_period || '-01', 'YYYY-MM-DD')) < $2",
             period, limit)

@@ -75,11 +75,14 @@ class Notifier:
         """What an event tells whom (events of other kinds tell nothing)."""
         kind = event.get("event")
         if kind == "clear.finished":
-            request = await self.db.fetch("SELECT branch_id, period FROM clear_requests WHERE request_id = $1",
-                                          event.get("request_id"))
-            if not request:
-                return []
-            branch_id, period = request[0]["branch_id"], request[0]["period"]
+            branch_id, period = event.get("branch_id"), event.get("period")
+            if not (isinstance(branch_id, str) and isinstance(period, str)):
+                # an event from a coordinator that does not name them yet: the view it publishes for us
+                request = await self.db.fetch("SELECT branch_id, period FROM clear_requests_for_notify"
+                                              " WHERE request_id = $1", event.get("request_id"))
+                if not request:
+                    return []
+                branch_id, period = request[0]["branch_id"], request[0]["period"]
             summaries = await self.db.run(store.summaries_for, branch_id)
             summary = summary_notice(event, branch_id, period, summaries)  # type: ignore[arg-type]
             return ([summary] if summary else []) + failure_notices(event, branch_id, summaries)  # type: ignore[arg-type]

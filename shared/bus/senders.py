@@ -16,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from shared.bus.topology import AUDIT, AUTH_COMMANDS, AUTH_REQUESTS, AUTHORITY, BACKUP, COORDINATOR_REQUESTS
+from shared.bus.topology import (
+    AUDIT,
+    AUDIT_QUERIES,
+    AUTH_COMMANDS,
+    AUTH_REQUESTS,
+    AUTHORITY,
+    BACKUP,
+    BACKUP_ADMIN,
+    COORDINATOR_REQUESTS,
+)
 
 # Every service that signs messages (clearcard.runtime.SERVICES, plus the command line).
 SERVICES = frozenset({"audit", "auth", "authority-sim", "backup", "cli", "console", "coordinator", "gateway",
@@ -42,7 +51,7 @@ class SenderRule:
         return service in self.services
 
 
-RPC_SERVERS = frozenset({"gateway", "backup", "authority-sim"})
+RPC_SERVERS = frozenset({"gateway", "backup", "authority-sim", "audit"})
 EVENT_SOURCES = frozenset({"coordinator", "auth"})  # publish on clearcard.events (and to reply_to)
 
 RULES: tuple[SenderRule, ...] = (
@@ -53,6 +62,8 @@ RULES: tuple[SenderRule, ...] = (
     SenderRule(COORDINATOR_REQUESTS.name, frozenset({"auth"})),  # clear.authorized, after the token passed
     SenderRule(BACKUP.name, frozenset({"coordinator", "cli"})),  # backup.take; backup.schedule
     SenderRule(AUTHORITY.name, frozenset({"coordinator"})),  # the bureau's operations
+    SenderRule(AUDIT_QUERIES.name, frozenset({"console"})),  # the log read at the console (search, export, verify)
+    SenderRule(BACKUP_ADMIN.name, frozenset({"console"})),  # backups listed, verified, restored at the console
     SenderRule(AUDIT.name, SERVICES, max_age=AUDIT_TTL),
     SenderRule(AUTH_COMMANDS.name, frozenset({"console"})),  # auth.login: people signing in at the console
     SenderRule(COORDINATOR_RPC, frozenset({"console"})),  # fleet previews for the console

@@ -152,6 +152,14 @@ COORDINATOR_REQUESTS = service_queue("coordinator.requests", CLEAR_AUTHORIZED)
 BACKUP = service_queue("backup", "backup.*")
 AUTHORITY = service_queue("authority", "authority.*")
 AUDIT = service_queue("audit", "audit.*")
+# reading the log and the backups: front ends ask the owning service instead of reading its tables
+AUDIT_QUERIES = service_queue("audit.queries", "audit.query.*")
+BACKUP_ADMIN = service_queue("backup.admin", "backup.admin.*")
+AUDIT_RECORDS = "audit.query.records"
+AUDIT_VERIFY = "audit.query.verify"
+BACKUP_LIST = "backup.admin.list"
+BACKUP_VERIFY = "backup.admin.verify"
+BACKUP_RESTORE = "backup.admin.restore"
 # fleet operations and cancellations (routing keys in shared/messages/fleet.py)
 COORDINATOR_COMMANDS = service_queue("coordinator.commands", FLEET_CLEAR, CLEAR_CANCEL)
 COORDINATOR_RPC = service_queue("coordinator.rpc", "coordinator.*")  # coordinator.fleet_preview
@@ -178,7 +186,8 @@ def topology_for(*queues: QueueSpec) -> Topology:
     return EXCHANGES + Topology(queues=queues)
 
 
-ALL_SERVICES = topology_for(AUTH_REQUESTS, AUTH_COMMANDS, COORDINATOR_REQUESTS, BACKUP, AUTHORITY, AUDIT)
+ALL_SERVICES = topology_for(AUTH_REQUESTS, AUTH_COMMANDS, COORDINATOR_REQUESTS, BACKUP, BACKUP_ADMIN, AUTHORITY, AUDIT,
+                            AUDIT_QUERIES)
 # every work queue whose name does not depend on a deployment (gateway queues do)
 WORK_QUEUES = (AUTH_REQUESTS, AUTH_COMMANDS, COORDINATOR_REQUESTS, COORDINATOR_COMMANDS, COORDINATOR_RPC, BACKUP,
-               AUTHORITY, AUDIT, NOTIFY)
+               BACKUP_ADMIN, AUTHORITY, AUDIT, AUDIT_QUERIES, NOTIFY)

@@ -140,6 +140,9 @@ class ClearFinished(Event):
     event: Literal["clear.finished"] = "clear.finished"
     status: RequestStatus
     results: list[DeviceResult]
+    # additive: whose clear it was, so a follower (notify) needs no lookup in the coordinator's tables
+    branch_id: BranchId | None = None
+    period: Period | None = None
 
 
 def overall_status(results: list[DeviceResult]) -> RequestStatus:

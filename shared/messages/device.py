@@ -6,7 +6,7 @@ arrival order. PINs never travel in messages: the gateway holds the PIN on recor
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -176,3 +176,20 @@ class WritebackReply(FromOutside):
     applied: list[str]  # types cleared by this package now
     already: list[str]  # types this package had already cleared (a repeat is not applied twice)
     lock_date: str
+
+
+# The emulated cabinet's operator controls (gateway.<id>.emulator_<op>), answered by a gateway
+# driving emulated devices (CLEARCARD_FLEET): the console asks instead of writing the state files.
+
+
+class EmulatorState(Frozen):
+    """`emulator_show`: the emulated device's full state (device_gateway/emulator/admin.py)."""
+
+    state: dict[str, Any]
+
+
+class EmulatorDone(Frozen):
+    """`emulator_plug` / `emulator_unplug`: done."""
+
+    device_id: str
+    done: str

@@ -74,8 +74,8 @@ async def add_person(db: Database, username: str, role: Role, branches: list[str
     """A person's account with a password and TOTP; returns the TOTP secret (base32)."""
     import pyotp
 
+    from clearcard.direct_audit import DirectAudit
     from services.auth.accounts import add_account, enroll_totp
-    from services.auth.auditing import DirectAudit
 
     audit = DirectAudit(db)
     await add_account(db, audit, actor="test", username=username, kind="person", role=role, branches=branches,
@@ -83,6 +83,13 @@ async def add_person(db: Database, username: str, role: Role, branches: list[str
     uri = await enroll_totp(db, audit, actor="test", username=username)
     secret: str = pyotp.parse_uri(uri).secret
     return secret
+
+
+@pytest.fixture
+async def keepers(tmp_path: Path, database: Database) -> AsyncIterator[Console]:
+    """The console with the audit and backup services, which answer its reads of the log and backups."""
+    async for c in _run(_settings(tmp_path, database, None), database, ("audit", "backup")):
+        yield c
 
 
 @pytest.fixture

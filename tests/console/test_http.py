@@ -59,7 +59,8 @@ async def test_readyz_is_503_when_broker_or_database_is_down(tmp_path: Any) -> N
         assert (await http.get("/healthz")).status_code == 200
 
 
-async def test_tokens_and_roles_are_enforced(console: Console) -> None:
+async def test_tokens_and_roles_are_enforced(keepers: Console) -> None:
+    console = keepers  # the audit and backup services answer the log and backup reads
     async with console.client(role=None) as http:
         missing = await http.get("/api/status")
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "AUTH_REQUIRED"

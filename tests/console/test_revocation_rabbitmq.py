@@ -13,8 +13,8 @@ import httpx
 import pytest
 import trio
 
+from clearcard.direct_audit import DirectAudit
 from clearcard.runtime import ALL, identified, start_services
-from services.auth.auditing import DirectAudit
 from services.auth.revocation import revoke
 from services.console.service import serve_console
 from shared.authz import KeyRing, Role

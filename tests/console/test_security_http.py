@@ -176,3 +176,20 @@ async def test_readiness_probes_reuse_one_reading(console: Console, monkeypatch:
         for _ in range(5):
             assert (await http.get("/readyz")).status_code == 200
     assert checks == 1
+
+
+async def test_emulated_devices_are_shown_and_plugged_by_their_gateway(system: Console) -> None:
+    admin = person(system, Role.ADMIN, totp=True)
+    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+        shown = await http.get("/api/emulator/661500000001", headers=admin)
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["branch"] == BRANCH and shown.json()["plugged"] is True
+        unplugged = await http.post("/api/emulator/661500000001/unplug", headers=admin)
+        assert unplugged.json() == {"device_id": "661500000001", "done": "unplug"}
+        assert (await http.get("/api/emulator/661500000001", headers=admin)).json()["plugged"] is False
+        assert (await http.post("/api/emulator/661500000001/plug", headers=admin)).status_code == 200
+        assert (await http.get("/api/emulator/661500000001", headers=admin)).json()["plugged"] is True
+        other = person(system, Role.OPERATOR, totp=False, branches=("elsewhere",), subject="li.ops")
+        assert (await http.get("/api/emulator/661500000001", headers=other)).status_code == 403
+        missing = await http.get("/api/emulator/110000000099", headers=admin)
+        assert missing.json()["error"]["code"] == "UNKNOWN_DEVICE"

@@ -12,9 +12,9 @@ import jwt
 import pytest
 import trio
 
+from clearcard.direct_audit import DirectAudit
 from clearcard.runtime import identified
 from services.audit.service import search
-from services.auth.auditing import DirectAudit
 from services.auth.revocation import revoke
 from shared.authz.roles import Role
 from shared.authz.tokens import KeyRing

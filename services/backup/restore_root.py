@@ -1,7 +1,7 @@
-"""Where the console may restore a backup: only under its restore root (CLEARCARD_RESTORE_ROOT).
+"""Where a backup may be restored: only under the restore root (CLEARCARD_RESTORE_ROOT).
 
-A restore writes a taxpayer's invoices in clear on the console's machine. Over HTTP the caller
-names a folder, so it is confined to one root the operator chose: `..`, absolute paths
+A restore writes a taxpayer's invoices in clear on the backup service's machine. A console user
+names the folder, so it is confined to one root the operator chose: `..`, absolute paths
 elsewhere and symbolic links leading out are refused before anything is written, and the
 files themselves are written private (services/backup/api.py).
 """
