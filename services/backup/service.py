@@ -28,6 +28,10 @@ from shared.errors import ClearCardError
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup, VerifyBackup
 from shared.outages import keep_running
 
+# backups taken at once: as many as the coordinators drive device clears (their database pool and
+# the gateway's per-device order bound the real work)
+PREFETCH = 256
+
 # the CLI and console import the backup functions from here too
 __all__ = ["check_copies", "list_backups", "restore_backup", "run_backup", "take_backup", "verify_backup"]
 
@@ -76,7 +80,7 @@ async def run_backup(
             "schedule": Operation(ScheduleBackups, scheduled),
         }
         handler = traced("backup", BACKUP.name, rpc_server(bus, operations))
-        await nursery.start(partial(bus.consume, BACKUP.name, handler))
+        await nursery.start(partial(bus.consume, BACKUP.name, handler, prefetch=PREFETCH))
         await nursery.start(partial(keep_running, "backup schedule",
                                     partial(run_scheduler, db, take, policy, after_round=partial(prune, db, settings))))
         task_status.started()

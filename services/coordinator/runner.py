@@ -28,7 +28,7 @@ from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.machine import next_step
 from services.coordinator.ports import Ports
-from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
+from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared, persisted
 from shared import metrics, telemetry
 from shared.bus.api import Bus
 from shared.db import Database
@@ -251,9 +251,10 @@ class Runner:
         messages = progress_messages(work, step)
 
         async def unit(conn: asyncpg.Connection) -> bool:
-            cancelled = await repo.save_step(conn, work, step.value, state, backup_id, self.config.lease_seconds)
+            cancelled = await repo.save_step(conn, work, step.value, persisted(state), backup_id,
+                                             self.config.lease_seconds)
             if step is Step.DECLARATION_CHECKED:
-                await bureau_view.record_state(conn, work.device_id, work.period, state)
+                await bureau_view.record_state(conn, work.device_id, work.period, persisted(state))
             await outbox.stage(conn, work.request_id, messages)
             return cancelled
 
