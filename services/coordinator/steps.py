@@ -58,6 +58,16 @@ def persisted(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if not k.startswith(IN_MEMORY)}
 
 
+def answered_ahead(step: Step, state: dict[str, Any]) -> bool:
+    """Whether an earlier command of this drive already brought what `step` needs (no I/O)."""
+    if step is Step.DECLARATION_CHECKED:
+        clearance = state.get(CLEARANCE)
+        return isinstance(clearance, Clearance) and clearance.status is not None
+    if step is Step.VERIFIED:
+        return isinstance(state.get(READBACK), DeviceInfo)
+    return False
+
+
 class DeviceAlreadyCleared(Exception):
     """The device needs nothing for this period: the clear ends `already_cleared`."""
 
