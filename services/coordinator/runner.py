@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from services.coordinator import bureau_view, leases, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
-from services.coordinator.machine import next_step
+from services.coordinator.machine import Gate, gate, next_step
 from services.coordinator.ports import Ports
 from services.coordinator.steps import (
     STEP_EFFECTS,
@@ -213,12 +213,13 @@ class Runner:
         waits = DEFAULT_BACKOFF.delays()
         try:
             while step is not None:
-                if step is Step.WRITTEN_BACK and not begun:
+                before = gate(step, cancelled=cancelled, writeback_begun=begun)
+                if before is Gate.BEGIN_WRITEBACK:
                     if not await until_available("begin write-back", self._db.run, repo.begin_writeback, work):
                         await self._finish(work, Outcome.SKIPPED, None)
                         return
                     begun = True
-                elif cancelled and step in STEPS_BEFORE_WRITEBACK and not begun:
+                elif before is Gate.SKIP:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
                 await self._while_leased((work.request_id, work.device_id))
@@ -232,7 +233,8 @@ class Runner:
                 done = [(step, result)]
                 step, state = await self._answered_ahead(next_step(step), work, result.state, done)
                 # the write-back intent commits with the saves before it when the write-back is next
-                begin = step is Step.WRITTEN_BACK and not begun
+                begin = step is not None and gate(step, cancelled=cancelled,
+                                                  writeback_begun=begun) is Gate.BEGIN_WRITEBACK
                 cancelled, began = await until_available("save a step", self._save, work, done, begin)
                 if begin and not began:
                     await self._finish(work, Outcome.SKIPPED, None)
@@ -331,11 +333,6 @@ class Runner:
             metrics.flushed_soon()
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
-
-
-# steps a cancelled request skips (from the write-back on, there is no undo)
-STEPS_BEFORE_WRITEBACK = frozenset({Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
-                                    Step.REPORTED, Step.DECLARATION_CHECKED})
 
 
 def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:
