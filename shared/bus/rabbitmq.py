@@ -27,7 +27,7 @@ Semantics (the contract suite in tests/bus checks them on this bus and the in-me
 - Reply queues are exclusive, auto-deleted classic queues named by the bus (not by the
   server), so the same name can be redeclared after a reconnect and RPC clients keep working.
 - An RPC reply (default exchange, a reply queue's name, a correlation id) is published
-  transient and not confirmed: the reply queue is neither durable nor kept across the
+  transient on a channel without confirms (`Link.send_unconfirmed`): the reply queue is neither durable nor kept across the
   caller's reconnect, so persistence bought nothing, and the wait for its confirm was one
   broker round trip per command. The server acks the command on the same connection after the
   reply was handed over, so a connection lost before the reply left loses the ack too and the
@@ -193,7 +193,7 @@ class RabbitBus:
         """Publish persistently and wait for this message's confirm (an RPC reply: neither)."""
         reply = exchange == DEFAULT and correlation_id is not None and REPLY_QUEUE_MARK in routing_key
         with publish_span(exchange, routing_key, message_id, headers) as out_headers:
-            publisher = await self._current_link().publisher()
+            link = self._current_link()
             properties = pika.BasicProperties(
                 content_type="application/json",
                 delivery_mode=pika.DeliveryMode.Transient if reply else pika.DeliveryMode.Persistent,
@@ -202,10 +202,11 @@ class RabbitBus:
                 reply_to=reply_to,
                 headers=out_headers,
             )
-            tag, confirmed = publisher.send(exchange, routing_key, bytes(body), properties)
-            if reply:
-                publisher.forget(tag)
+            if reply:  # on a channel without confirms: the broker spends nothing on one
+                await link.send_unconfirmed(exchange, routing_key, bytes(body), properties)
                 return
+            publisher = await link.publisher()
+            tag, confirmed = publisher.send(exchange, routing_key, bytes(body), properties)
             try:
                 await confirmed.wait()
             finally:
