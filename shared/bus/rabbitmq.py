@@ -27,12 +27,13 @@ Semantics (the contract suite in tests/bus checks them on this bus and the in-me
 - Reply queues are exclusive, auto-deleted classic queues named by the bus (not by the
   server), so the same name can be redeclared after a reconnect and RPC clients keep working.
 - An RPC reply (default exchange, a reply queue's name, a correlation id) is published
-  transient on a channel without confirms (`Link.send_unconfirmed`): the reply queue is neither durable nor kept across the
-  caller's reconnect, so persistence bought nothing, and the wait for its confirm was one
-  broker round trip per command. The server acks the command on the same connection after the
-  reply was handed over, so a connection lost before the reply left loses the ack too and the
-  command is redelivered (and answered again from the server's memory of answers); a reply
-  lost otherwise is the caller's deadline, and its retry of an idempotent command.
+  transient on a channel without confirms (`Link.send_unconfirmed`): the reply queue is
+  neither durable nor kept across the caller's reconnect, so persistence bought nothing, and
+  the wait for its confirm was one broker round trip per command. The server acks the
+  command on the same connection after the reply was handed over, so a connection lost
+  before the reply left loses the ack too and the command is redelivered (and answered
+  again from the server's memory of answers); a reply lost otherwise is the caller's
+  deadline, and its retry of an idempotent command.
 """
 
 from __future__ import annotations
