@@ -1,7 +1,9 @@
 """One task per device owns its driver (and USB handle); commands run one at a time, in order.
 
 Callers put a job in the device's mailbox and wait for its outcome until the job's deadline.
-The actor runs each job's pyusb calls in a worker thread, never two at once for one device.
+The actor runs each job's pyusb calls in a worker thread of its own (a limiter of one by
+default), never two at once for one device: no device waits for a thread another device's slow
+command holds, so concurrency across devices is bound by nothing but the host.
 A job whose caller already gave up (deadline passed) is skipped, so a command reported as
 TIMEOUT never starts later. A vanished device fails every queued job with DEVICE_OFFLINE and
 is opened again by the next job or by the gateway's periodic scan (hot-plug).
@@ -53,10 +55,10 @@ def _offline(device_id: str) -> ClearCardError:
 class DeviceActor:
     """The single owner of one device's driver; run it with `nursery.start(actor.run)`."""
 
-    def __init__(self, device_id: str, driver: DeviceDriver, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, device_id: str, driver: DeviceDriver, limiter: trio.CapacityLimiter | None = None) -> None:
         self.device_id = device_id
         self._driver = driver
-        self._limiter = limiter
+        self._limiter = limiter or trio.CapacityLimiter(1)  # one worker thread per device
         self._send, self._receive = trio.open_memory_channel[_Job[Any]](MAILBOX_SIZE)
 
     async def call(self, label: str, work: Callable[[DeviceDriver], T], *,

@@ -39,6 +39,8 @@ from shared.messages.device import (
     PeriodCommand,
     PeriodHeader,
     ReportReply,
+    ReportStage,
+    ReportStageCommand,
     WritebackCommand,
     WritebackReply,
 )
@@ -250,6 +252,28 @@ class Gateway:
         await self._record(cmd.device_id, status)
         return reply
 
+    async def report_stage(self, cmd: ReportStageCommand) -> ReportStage:
+        """UPLOAD_OFFLINE, then REPORT and CHALLENGE unless invoices were pending: one device turn.
+
+        UPLOAD_OFFLINE marks the pending invoices uploaded on the device, so the command stops
+        right after it when there were any: the bureau must have them before the summary, and the
+        caller asks again (`offline_sent`) once it has sent them. Every part is idempotent: a
+        repeat uploads nothing new, REPORT answers the stored summaries, CHALLENGE replaces the
+        old challenge.
+        """
+        def work(driver: DeviceDriver) -> tuple[ReportStage, DeviceStatus | None]:
+            upload = None if cmd.offline_sent else driver.upload_offline(cmd.period)
+            if upload is not None and upload.invoices:
+                return ReportStage(device_id=cmd.device_id, offline=upload.invoices), _status_after(driver)
+            reply = driver.report(cmd.period, list(cmd.invoice_types))
+            challenge = driver.challenge()
+            return ReportStage(device_id=cmd.device_id, offline=[], summaries=reply.summaries,
+                               challenge=challenge.challenge), _status_after(driver)
+
+        stage, status = await self._run(cmd.device_id, "report_stage", work)
+        await self._record(cmd.device_id, status)
+        return stage
+
     async def challenge(self, cmd: DeviceCommand) -> Challenge:
         """A fresh random challenge for the bureau's next package."""
         challenge = await self._run(cmd.device_id, "challenge", lambda d: d.challenge())
@@ -264,7 +288,8 @@ class Gateway:
         reply, status = await self._run(
             cmd.device_id, "writeback", lambda d: (d.writeback(cmd.package), _status_after(d)))
         await self._record(cmd.device_id, status)
-        return reply
+        # the read-back travels with the answer: the caller verifies without asking again
+        return reply.model_copy(update={"info": status.info}) if status is not None else reply
 
     def operations(self) -> dict[str, Operation]:
         """The RPC table: routing-key suffix -> request model and handler."""
@@ -275,6 +300,7 @@ class Gateway:
             "read_invoices": Operation(InvoicePageCommand, self.read_invoices, remember=False),
             "upload_offline": Operation(PeriodCommand, self.upload_offline),
             "report": Operation(PeriodCommand, self.report),
+            "report_stage": Operation(ReportStageCommand, self.report_stage),
             "challenge": Operation(DeviceCommand, self.challenge),
             "writeback": Operation(WritebackCommand, self.writeback),
         }

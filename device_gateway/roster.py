@@ -39,7 +39,8 @@ class Roster:
     """
 
     def __init__(self, gateway_id: str, db: Database, drivers: Mapping[str, type[DeviceDriver]],
-                 backend: Any, limiter: trio.CapacityLimiter, attached: Mapping[str, str] | None = None) -> None:
+                 backend: Any, limiter: trio.CapacityLimiter | None = None,
+                 attached: Mapping[str, str] | None = None) -> None:
         self.gateway_id = gateway_id
         self.actors: dict[str, DeviceActor] = {}
         self._db = db

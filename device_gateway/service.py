@@ -40,8 +40,9 @@ from shared.outages import keep_running
 
 log = structlog.get_logger("clearcard.gateway")
 
-PREFETCH = 64  # commands in flight: different devices run in parallel, each device in turn
-THREADS = 64  # worker threads for pyusb calls across all devices
+# commands in flight: different devices run in parallel, each device in turn (its actor's
+# mailbox); sized for a thousand-device gateway whose commands each take a second
+PREFETCH = 1024
 
 
 async def run_gateway(
@@ -139,7 +140,8 @@ async def _serve(
     extra: dict[str, Operation],
 ) -> None:
     drivers = load_drivers()
-    roster = Roster(gateway_id, db, drivers, backend, trio.CapacityLimiter(THREADS), attached)
+    # no shared thread pool: every device actor has its worker thread of its own
+    roster = Roster(gateway_id, db, drivers, backend, None, attached)
     gateway = Gateway(gateway_id, db, vault, roster)
     roster.probe = gateway.probe
     queue = gateway_queue(gateway_id)

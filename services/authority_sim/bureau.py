@@ -18,6 +18,8 @@ from shared.db.pool import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.authority import (
     Accepted,
+    Clearance,
+    ClearanceRequest,
     DeclarationBatch,
     DeclarationBatchQuery,
     DeclarationItem,
@@ -69,9 +71,7 @@ async def upload_offline(db: Database, msg: OfflineInvoicesUpload) -> Accepted:
     return Accepted(accepted=len(msg.invoices))
 
 
-async def submit_report(db: Database, msg: ReportSubmission) -> Accepted:
-    """Take the device's summaries (上报汇总); idempotent per device, period and type."""
-    await _fault(db, "submit_report")
+def _check_summaries(msg: ReportSubmission) -> None:
     if not msg.summaries:
         raise _invalid("a report needs at least one summary")
     for summary in msg.summaries:
@@ -79,6 +79,12 @@ async def submit_report(db: Database, msg: ReportSubmission) -> Accepted:
             raise _invalid(f"unknown invoice type code {summary.invoice_type!r}")
         if summary.period != msg.period:
             raise _invalid(f"summary of {summary.invoice_type} is for {summary.period}, not {msg.period}")
+
+
+async def submit_report(db: Database, msg: ReportSubmission) -> Accepted:
+    """Take the device's summaries (上报汇总); idempotent per device, period and type."""
+    await _fault(db, "submit_report")
+    _check_summaries(msg)
 
     async def unit(conn: asyncpg.Connection) -> None:
         await _check_registration(conn, msg.device_id, msg.taxpayer_id, msg.machine_no)
@@ -159,9 +165,7 @@ async def _issue(conn: asyncpg.Connection, msg: PackageRequest, types: list[str]
     return WritebackPackage(**payload, ciphertext=ciphertext, checksum=checksum)
 
 
-async def writeback_package(db: Database, calendar: TaxCalendar, msg: PackageRequest) -> PackageReply:
-    """Issue the clear package bound to the device's challenge, or refuse with the reason."""
-    await _fault(db, "writeback_package")
+def _package_types(msg: PackageRequest) -> list[str]:
     types = list(dict.fromkeys(msg.invoice_types))
     if not types:
         raise _invalid("a write-back package names at least one invoice type")
@@ -170,4 +174,49 @@ async def writeback_package(db: Database, calendar: TaxCalendar, msg: PackageReq
         raise _invalid(f"unknown invoice type code(s) {', '.join(unknown)}")
     if not msg.challenge or len(msg.challenge) > 128:
         raise _invalid("the device's challenge must be 1 to 128 characters")
+    return types
+
+
+async def writeback_package(db: Database, calendar: TaxCalendar, msg: PackageRequest) -> PackageReply:
+    """Issue the clear package bound to the device's challenge, or refuse with the reason."""
+    await _fault(db, "writeback_package")
+    types = _package_types(msg)
     return PackageReply(package=await db.run(_issue, msg, types, calendar))
+
+
+async def clearance(db: Database, calendar: TaxCalendar, msg: ClearanceRequest) -> Clearance:
+    """`submit_report`, `declaration_status` and `writeback_package` in one transaction.
+
+    Each part meets the faults injected for its own command: a fault on the report refuses the
+    call; one on a later part leaves that part out of the answer (None), so the caller asks for
+    it on its own, and the parts before it stand.
+    """
+    report = msg.report
+    _check_summaries(report)
+    request = PackageRequest(device_id=report.device_id, taxpayer_id=report.taxpayer_id,
+                             machine_no=report.machine_no, family=msg.family, period=report.period,
+                             invoice_types=msg.invoice_types, challenge=msg.challenge)
+    types = _package_types(request)
+
+    async def unit(conn: asyncpg.Connection) -> Clearance | str:
+        fault = await store.take_fault(conn, "submit_report")
+        if fault is not None:
+            return fault  # committed (the fault is used up), then refused below
+        await _check_registration(conn, report.device_id, report.taxpayer_id, report.machine_no)
+        await store.store_reports(conn, report.device_id, report.taxpayer_id, report.machine_no,
+                                  report.period, report.summaries)
+        reported = Clearance(accepted=len(report.summaries))
+        if await store.take_fault(conn, "declaration_status") is not None:
+            return reported
+        status = await _status(conn, report.device_id, report.taxpayer_id, report.period)
+        known = reported.model_copy(update={"status": status})
+        if not status.declared or status.comparison != "pass":
+            return known
+        if await store.take_fault(conn, "writeback_package") is not None:
+            return known
+        return known.model_copy(update={"package": await _issue(conn, request, types, calendar)})
+
+    answer = await db.run(unit)
+    if isinstance(answer, str):
+        raise ClearCardError(ErrorCode(answer), "simulated bureau fault on submit_report")
+    return answer

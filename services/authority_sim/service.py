@@ -17,12 +17,15 @@ from shared.db.pool import Database
 from shared.errors import ErrorCode
 from shared.fleet import Fleet, load_fleet
 from shared.messages.authority import (
+    ClearanceRequest,
     DeclarationBatchQuery,
     DeclarationQuery,
     OfflineInvoicesUpload,
     PackageRequest,
     ReportSubmission,
 )
+
+PREFETCH = 256  # bureau calls at once: the coordinators' device clears in flight
 
 
 async def seed_from_fleet(db: Database, settings: Settings) -> None:
@@ -66,10 +69,11 @@ async def run_authority_sim(
         "declaration_status": Operation(DeclarationQuery, partial(bureau.declaration_status, db)),
         "declaration_statuses": Operation(DeclarationBatchQuery, partial(bureau.declaration_statuses, db)),
         "writeback_package": Operation(PackageRequest, partial(bureau.writeback_package, db, settings.calendar)),
+        "clearance": Operation(ClearanceRequest, partial(bureau.clearance, db, settings.calendar)),
     }
     handler = traced("authority-sim", AUTHORITY.name, rpc_server(bus, operations))
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(bus.consume, AUTHORITY.name, handler))
+        await nursery.start(partial(bus.consume, AUTHORITY.name, handler, prefetch=PREFETCH))
         task_status.started()
 
 

@@ -29,6 +29,10 @@ from shared.errors import ClearCardError
 from shared.messages.backup import BackupTaken, BackupVerified, TakeBackup, VerifyBackup
 from shared.outages import keep_running
 
+# backups taken at once: as many as the coordinators drive device clears (their database pool and
+# the gateway's per-device order bound the real work)
+PREFETCH = 256
+
 # the command line imports the backup functions from here too (the console asks over the bus)
 __all__ = ["check_copies", "list_backups", "restore_backup", "run_backup", "take_backup", "verify_backup"]
 
@@ -77,7 +81,7 @@ async def run_backup(
             "schedule": Operation(ScheduleBackups, scheduled),
         }
         handler = traced("backup", BACKUP.name, rpc_server(bus, operations))
-        await nursery.start(partial(bus.consume, BACKUP.name, handler))
+        await nursery.start(partial(bus.consume, BACKUP.name, handler, prefetch=PREFETCH))
         # the console's list, verify and restore: the backups table stays this service's own
         answers = traced("backup", BACKUP_ADMIN.name, rpc_server(bus, admin.operations(db, settings)))
         await nursery.start(partial(bus.consume, BACKUP_ADMIN.name, answers))

@@ -14,8 +14,10 @@ class CoordinatorConfig:
     service_deadline: float = 30.0
     retry_attempts: int = 3
     max_in_flight: int = 1000
-    per_gateway: int = 64  # device clears driven at once per gateway (per replica)
-    per_branch: int = 16  # ... and per branch
+    # device clears driven at once per gateway and per branch (per replica): by default as many
+    # as the replica holds, so a fleet of slow devices is bound by nothing but CPU
+    per_gateway: int = 1000
+    per_branch: int = 1000
     poll_interval: float = 1.0  # looking for expired leases
     relay_poll: float = 0.2  # the outbox relay, when nothing woke it
     scheduler: int = 0  # 1: this deployment schedules clears itself (the leader opens each window)

@@ -8,6 +8,7 @@ reports or writes back twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from shared.errors import ErrorCode
 from shared.messages.clear import STEPS, Step
@@ -15,11 +16,36 @@ from shared.messages.device import DeviceInfo
 
 CLEARED = 2
 
+# steps a cancelled request skips (from the write-back on, there is no undo)
+STEPS_BEFORE_WRITEBACK = frozenset({Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
+                                    Step.REPORTED, Step.DECLARATION_CHECKED})
+
 
 def next_step(step: Step) -> Step | None:
     """The step after `step`, or None after the last."""
     index = STEPS.index(step)
     return STEPS[index + 1] if index + 1 < len(STEPS) else None
+
+
+class Gate(Enum):
+    """What comes before a step runs."""
+
+    RUN = "run"
+    SKIP = "skip"  # the request was cancelled: the device ends `skipped`
+    # record the write-back intent first; its transaction checks the cancellation again (it is
+    # serialized with a cancel), and a cancelled request ends `skipped` there
+    BEGIN_WRITEBACK = "begin_writeback"
+
+
+def gate(step: Step, *, cancelled: bool, writeback_begun: bool) -> Gate:
+    """Cancellation and the write-back intent: what must happen before `step` runs."""
+    if writeback_begun:
+        return Gate.RUN  # committed to the write-back: a cancel no longer stops the device
+    if step is Step.WRITTEN_BACK:
+        return Gate.BEGIN_WRITEBACK
+    if cancelled and step in STEPS_BEFORE_WRITEBACK:
+        return Gate.SKIP
+    return Gate.RUN
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,15 @@ from opentelemetry.trace import SpanKind
 from services.coordinator import bureau_view, leases, outbox
 from services.coordinator import repository as repo
 from services.coordinator.config import CoordinatorConfig
-from services.coordinator.machine import next_step
+from services.coordinator.machine import Gate, gate, next_step
 from services.coordinator.ports import Ports
-from services.coordinator.steps import STEP_EFFECTS, DeviceAlreadyCleared
+from services.coordinator.steps import (
+    STEP_EFFECTS,
+    DeviceAlreadyCleared,
+    StepResult,
+    answered_ahead,
+    persisted,
+)
 from shared import metrics, telemetry
 from shared.bus.api import Bus
 from shared.db import Database
@@ -203,14 +209,17 @@ class Runner:
         state = dict(work.state)
         step: Step | None = next_step(Step(work.step))
         cancelled = work.cancelled
+        begun = work.writeback_started  # the write-back intent is on record
         waits = DEFAULT_BACKOFF.delays()
         try:
             while step is not None:
-                if step is Step.WRITTEN_BACK and not work.writeback_started:
+                before = gate(step, cancelled=cancelled, writeback_begun=begun)
+                if before is Gate.BEGIN_WRITEBACK:
                     if not await until_available("begin write-back", self._db.run, repo.begin_writeback, work):
                         await self._finish(work, Outcome.SKIPPED, None)
                         return
-                elif cancelled and step in STEPS_BEFORE_WRITEBACK and not work.writeback_started:
+                    begun = True
+                elif before is Gate.SKIP:
                     await self._finish(work, Outcome.SKIPPED, None)
                     return
                 await self._while_leased((work.request_id, work.device_id))
@@ -221,9 +230,16 @@ class Runner:
                     await trio.sleep(next(waits))
                     continue
                 waits = DEFAULT_BACKOFF.delays()
-                state = result.state
-                cancelled = await until_available("save a step", self._save, work, step, state, result.backup_id)
-                step = next_step(step)
+                done = [(step, result)]
+                step, state = await self._answered_ahead(next_step(step), work, result.state, done)
+                # the write-back intent commits with the saves before it when the write-back is next
+                begin = step is not None and gate(step, cancelled=cancelled,
+                                                  writeback_begun=begun) is Gate.BEGIN_WRITEBACK
+                cancelled, began = await until_available("save a step", self._save, work, done, begin)
+                if begin and not began:
+                    await self._finish(work, Outcome.SKIPPED, None)
+                    return
+                begun = begun or began
         except repo.LeaseLost:
             raise  # another coordinator drives the device now: nothing more is written here
         except DeviceAlreadyCleared:
@@ -247,21 +263,39 @@ class Runner:
         finally:
             metrics.STEP_DURATION.labels(step.value).observe(time.perf_counter() - started)
 
-    async def _save(self, work: repo.Work, step: Step, state: dict[str, Any], backup_id: str | None) -> bool:
-        messages = progress_messages(work, step)
+    async def _answered_ahead(self, step: Step | None, work: repo.Work, state: dict[str, Any],
+                              done: list[tuple[Step, StepResult]]) -> tuple[Step | None, dict[str, Any]]:
+        """Run the next steps whose answer an earlier command already brought (no I/O), so they
+        are saved in the same transaction; returns the first step still to run, and the state."""
+        while step is not None and answered_ahead(step, state):
+            try:
+                result = await self._step(step, work, state)
+            except ClearCardError:
+                break  # saved up to here; the step runs again on its own and fails there
+            done.append((step, result))
+            step, state = next_step(step), result.state
+        return step, state
 
-        async def unit(conn: asyncpg.Connection) -> bool:
-            cancelled = await repo.save_step(conn, work, step.value, state, backup_id, self.config.lease_seconds)
-            if step is Step.DECLARATION_CHECKED:
-                await bureau_view.record_state(conn, work.device_id, work.period, state)
-            await outbox.stage(conn, work.request_id, messages)
-            return cancelled
+    async def _save(self, work: repo.Work, done: list[tuple[Step, StepResult]], begin: bool) -> tuple[bool, bool]:
+        """Persist finished steps (with their events and audit records) in one transaction, and
+        with `begin` the write-back intent; returns (cancelled meanwhile, write-back begun)."""
+        async def unit(conn: asyncpg.Connection) -> tuple[bool, bool]:
+            cancelled = False
+            for step, result in done:
+                state = persisted(result.state)
+                cancelled = await repo.save_step(conn, work, step.value, state, result.backup_id,
+                                                 self.config.lease_seconds)
+                if step is Step.DECLARATION_CHECKED:
+                    await bureau_view.record_state(conn, work.device_id, work.period, state)
+                await outbox.stage(conn, work.request_id, progress_messages(work, step))
+            began = begin and await repo.begin_writeback(conn, work)
+            return cancelled, began
 
         asked_at = trio.current_time()
-        cancelled: bool = await self._db.run(unit)
+        saved: tuple[bool, bool] = await self._db.run(unit)
         self._confirmed((work.request_id, work.device_id), asked_at)  # saving extended the lease
         self._on_staged()
-        return cancelled
+        return saved
 
     async def _finish(self, work: repo.Work, outcome: Outcome, error: Error | None,
                       step: Step | None = None) -> None:
@@ -299,11 +333,6 @@ class Runner:
             metrics.flushed_soon()
         self._on_staged()
         self.poke()  # a clear of the same device may be waiting for this one
-
-
-# steps a cancelled request skips (from the write-back on, there is no undo)
-STEPS_BEFORE_WRITEBACK = frozenset({Step.PRECHECKED, Step.BACKED_UP, Step.OFFLINE_UPLOADED,
-                                    Step.REPORTED, Step.DECLARATION_CHECKED})
 
 
 def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:

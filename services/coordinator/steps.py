@@ -1,4 +1,12 @@
-"""What each step does to one device. Every effect is idempotent, so a resumed step is safe."""
+"""What each step does to one device. Every effect is idempotent, so a resumed step is safe.
+
+Coarse commands carry a step's work ahead to the next steps: `report_stage` on the device
+(upload, report and challenge in one turn), `clearance` at the bureau (report, status and
+package in one call) and the write-back's read-back. What they bring for a later step is kept
+in the state under keys starting with `_` (IN_MEMORY), which are never persisted: a clear
+resumed by another process (or after a crash) has none of it and asks for each part on its
+own, the way every step did before, so resumption never trusts an answer from an earlier drive.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ from services.coordinator.repository import Work
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.authority import (
     Accepted,
+    Clearance,
+    ClearanceRequest,
     DeclarationQuery,
     DeclarationStatus,
     OfflineInvoicesUpload,
@@ -32,12 +42,30 @@ from shared.messages.device import (
     Challenge,
     DeviceCommand,
     DeviceInfo,
-    OfflineUpload,
     PeriodCommand,
-    ReportReply,
+    ReportStage,
+    ReportStageCommand,
     WritebackCommand,
     WritebackReply,
 )
+
+IN_MEMORY = "_"  # state keys with this prefix live only within one drive (never saved)
+STAGED, CLEARANCE, READBACK = "_staged", "_clearance", "_readback"
+
+
+def persisted(state: dict[str, Any]) -> dict[str, Any]:
+    """The part of a step's state that is saved (what a resumed clear may rely on)."""
+    return {k: v for k, v in state.items() if not k.startswith(IN_MEMORY)}
+
+
+def answered_ahead(step: Step, state: dict[str, Any]) -> bool:
+    """Whether an earlier command of this drive already brought what `step` needs (no I/O)."""
+    if step is Step.DECLARATION_CHECKED:
+        clearance = state.get(CLEARANCE)
+        return isinstance(clearance, Clearance) and clearance.status is not None
+    if step is Step.VERIFIED:
+        return isinstance(state.get(READBACK), DeviceInfo)
+    return False
 
 
 class DeviceAlreadyCleared(Exception):
@@ -77,25 +105,51 @@ async def back_up(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult
     return StepResult({**state, "backup_id": taken.backup_id}, backup_id=taken.backup_id)
 
 
+async def _stage(ports: Ports, work: Work, types: list[str]) -> tuple[ReportStage, int]:
+    """`report_stage` until the device reported; offline invoices go to the bureau in between."""
+    command = ReportStageCommand(device_id=work.device_id, period=work.period, invoice_types=types,
+                                 request_id=work.request_id)
+    stage = await ports.gateway(work.gateway_id, "report_stage", command, ReportStage)
+    if not stage.offline:
+        return stage, 0
+    await ports.authority("upload_offline", OfflineInvoicesUpload(
+        device_id=work.device_id, taxpayer_id=work.taxpayer_id, period=work.period,
+        invoices=stage.offline), Accepted)
+    again = command.model_copy(update={"offline_sent": True})
+    return await ports.gateway(work.gateway_id, "report_stage", again, ReportStage), len(stage.offline)
+
+
 async def upload_offline(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
-    """Invoices issued offline reach the bureau before the device may report."""
-    upload = await ports.gateway(work.gateway_id, "upload_offline",
-                                 _period_command(work, state["types"]), OfflineUpload)
-    if upload.invoices:
-        await ports.authority("upload_offline", OfflineInvoicesUpload(
-            device_id=work.device_id, taxpayer_id=work.taxpayer_id, period=work.period,
-            invoices=upload.invoices), Accepted)
-    return StepResult({**state, "offline_uploaded": len(upload.invoices)})
+    """Invoices issued offline reach the bureau before the device may report.
+
+    The device's report and challenge come back in the same command when nothing was pending
+    (or in the next one after the upload), kept for the next step.
+    """
+    stage, uploaded = await _stage(ports, work, state["types"])
+    return StepResult({**state, "offline_uploaded": uploaded, STAGED: stage})
 
 
 async def report(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
-    """Copy the period summary off the device and report it to the bureau (抄税 + 上报汇总)."""
-    reply = await ports.gateway(work.gateway_id, "report", _period_command(work, state["types"]),
-                                ReportReply)
-    await ports.authority("submit_report", ReportSubmission(
-        device_id=work.device_id, taxpayer_id=work.taxpayer_id, machine_no=work.machine_no,
-        period=work.period, summaries=reply.summaries), Accepted)
-    return StepResult({**state, "reported": sorted(s.invoice_type for s in reply.summaries)})
+    """Report the period summary copied off the device to the bureau (抄税 + 上报汇总).
+
+    One `clearance` call also brings the filing, the comparison and (when both allow it) the
+    package bound to the device's challenge, for the next two steps.
+    """
+    stage = state.get(STAGED)
+    if not isinstance(stage, ReportStage):
+        stage, _ = await _stage(ports, work, state["types"])
+    summaries = stage.summaries or []
+    submission = ReportSubmission(device_id=work.device_id, taxpayer_id=work.taxpayer_id,
+                                  machine_no=work.machine_no, period=work.period, summaries=summaries)
+    rest = {k: v for k, v in state.items() if k != STAGED}
+    reported = sorted(s.invoice_type for s in summaries)
+    if not stage.challenge:  # a device answering without one: the report alone, the rest later
+        await ports.authority("submit_report", submission, Accepted)
+        return StepResult({**rest, "reported": reported})
+    clearance = await ports.authority("clearance", ClearanceRequest(
+        report=submission, family=work.family, invoice_types=list(state["types"]),
+        challenge=stage.challenge), Clearance)
+    return StepResult({**rest, "reported": reported, CLEARANCE: clearance})
 
 
 async def check_declaration(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
@@ -105,9 +159,12 @@ async def check_declaration(ports: Ports, work: Work, state: dict[str, Any]) -> 
     the coordinator's leader asks the bureau again on its schedule and resumes the clear once
     the comparison is done (bureau_watch.py).
     """
-    status = await ports.authority("declaration_status", DeclarationQuery(
-        taxpayer_id=work.taxpayer_id, period=work.period, device_id=work.device_id),
-        DeclarationStatus)
+    clearance = state.get(CLEARANCE)
+    status = clearance.status if isinstance(clearance, Clearance) else None
+    if status is None:
+        status = await ports.authority("declaration_status", DeclarationQuery(
+            taxpayer_id=work.taxpayer_id, period=work.period, device_id=work.device_id),
+            DeclarationStatus)
     if not status.declared:
         raise ClearCardError(ErrorCode.NOT_DECLARED)
     if status.comparison == "fail":
@@ -127,13 +184,40 @@ def pending_message(period: str) -> str:
 
 
 async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
-    """Fetch the bureau's package for a fresh challenge and write it to the device. No undo."""
+    """Write the bureau's package to the device. No undo.
+
+    Within one drive the package `clearance` brought is written at once: no write-back was
+    started before this drive (the runner's write-back intent), so nothing can have been applied
+    but by this package, which the device answers `already` when repeated. Otherwise (resumed,
+    or no package yet) the device is read first and a package fetched for a fresh challenge.
+    """
+    rest = {k: v for k, v in state.items() if k != CLEARANCE}
+    clearance = state.get(CLEARANCE)
+    package = clearance.package if isinstance(clearance, Clearance) else None
+    if package is not None and sorted(package.invoice_types) == sorted(state["types"]):
+        try:
+            reply = await ports.gateway(work.gateway_id, "writeback", WritebackCommand(
+                device_id=work.device_id, package=package, request_id=work.request_id), WritebackReply)
+        except ClearCardError as exc:
+            if not (exc.code == ErrorCode.WRITEBACK_REJECTED and _challenge_mismatch(exc)):
+                raise
+            # the challenge was replaced since (a gateway that restarted ran a command again):
+            # one fresh challenge and package is safe, a second mismatch stops the clear
+            return await _write_back_afresh(ports, work, rest, attempts=(2,))
+        else:
+            return StepResult({**rest, "written_back": sorted(reply.applied + reply.already),
+                               "package_id": package.package_id, READBACK: reply.info})
+    return await _write_back_afresh(ports, work, rest)
+
+
+async def _write_back_afresh(ports: Ports, work: Work, state: dict[str, Any],
+                             attempts: tuple[int, ...] = (1, 2)) -> StepResult:
     info = await ports.gateway(work.gateway_id, "info", DeviceCommand(device_id=work.device_id),
                                DeviceInfo)
     remaining = remaining_after_writeback(info, work.period, tuple(state["types"]))
     if not remaining:  # applied before a crash: never write back twice
         return StepResult({**state, "written_back": state["types"]})
-    for attempt in (1, 2):
+    for attempt in attempts:
         challenge = await ports.gateway(work.gateway_id, "challenge",
                                         DeviceCommand(device_id=work.device_id), Challenge)
         package = await ports.authority("writeback_package", PackageRequest(
@@ -152,7 +236,7 @@ async def write_back(ports: Ports, work: Work, state: dict[str, Any]) -> StepRes
                 continue
             raise
         return StepResult({**state, "written_back": sorted(reply.applied + reply.already),
-                           "package_id": package.package.package_id})
+                           "package_id": package.package.package_id, READBACK: reply.info})
     raise AssertionError("unreachable")
 
 
@@ -161,9 +245,15 @@ def _challenge_mismatch(exc: ClearCardError) -> bool:
 
 
 async def verify(ports: Ports, work: Work, state: dict[str, Any]) -> StepResult:
-    """Read the device back: every type of this clear must now be cleared."""
-    info = await ports.gateway(work.gateway_id, "info", DeviceCommand(device_id=work.device_id),
-                               DeviceInfo)
+    """Read the device back: every type of this clear must now be cleared.
+
+    The write-back's own read-back serves when it came with the answer (same drive).
+    """
+    info = state.get(READBACK)
+    if not isinstance(info, DeviceInfo):
+        info = await ports.gateway(work.gateway_id, "info", DeviceCommand(device_id=work.device_id),
+                                   DeviceInfo)
+    state = {k: v for k, v in state.items() if k != READBACK}
     left = remaining_after_writeback(info, work.period, tuple(state["types"]))
     if left:
         raise ClearCardError(

@@ -188,6 +188,7 @@ class Link(_Closable):
         self.connection: Any = None
         self._publisher: Publisher | None = None
         self._publisher_lock = trio.Lock()
+        self._plain: Channel | None = None  # a channel not in confirm mode, for RPC replies
 
     async def open_channel(self) -> Channel:
         holder: list[Channel] = []
@@ -215,6 +216,20 @@ class Link(_Closable):
             if self._publisher is None or not self._publisher.channel.is_open:
                 self._publisher = await Publisher.open(self)
             return self._publisher
+
+
+    async def send_unconfirmed(self, exchange: str, routing_key: str, body: bytes, properties: Any) -> None:
+        """Hand a message to pika on a channel without confirms (the broker sends none back)."""
+        plain = self._plain
+        if plain is None or not plain.is_open:
+            async with self._publisher_lock:
+                if self._plain is None or not self._plain.is_open:
+                    self._plain = await self.open_channel()
+                plain = self._plain
+        if not plain.is_open:
+            raise BusError(f"publish: {plain.close_error or 'channel closed'}")
+        with translated("publish"):
+            plain.pika.basic_publish(exchange, routing_key, body, properties)
 
 
 @asynccontextmanager

@@ -26,6 +26,14 @@ Semantics (the contract suite in tests/bus checks them on this bus and the in-me
   a broker restart) tries again with backoff; only its first subscription may fail.
 - Reply queues are exclusive, auto-deleted classic queues named by the bus (not by the
   server), so the same name can be redeclared after a reconnect and RPC clients keep working.
+- An RPC reply (default exchange, a reply queue's name, a correlation id) is published
+  transient on a channel without confirms (`Link.send_unconfirmed`): the reply queue is
+  neither durable nor kept across the caller's reconnect, so persistence bought nothing, and
+  the wait for its confirm was one broker round trip per command. The server acks the
+  command on the same connection after the reply was handed over, so a connection lost
+  before the reply left loses the ack too and the command is redelivered (and answered
+  again from the server's memory of answers); a reply lost otherwise is the caller's
+  deadline, and its retry of an idempotent command.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from shared.config import TlsFiles
 
 log = structlog.get_logger("clearcard.bus")
 
+REPLY_QUEUE_MARK = ".reply."  # in every reply queue's name (declare_reply_queue)
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 
@@ -160,7 +169,7 @@ class RabbitBus:
 
     async def declare_reply_queue(self) -> str:
         """An exclusive auto-delete classic queue for this connection's RPC replies."""
-        name = f"{self._name}.reply.{uuid.uuid4().hex}"
+        name = f"{self._name}{REPLY_QUEUE_MARK}{uuid.uuid4().hex}"
         await rq.declare_reply_queue(self._current_link(), name)
         self._reply_queues.append(name)
         return name
@@ -171,20 +180,33 @@ class RabbitBus:
         if (queue, exchange, pattern) not in self._bindings:
             self._bindings.append((queue, exchange, pattern))
 
-    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str | None = None,
-                      correlation_id: str | None = None, reply_to: str | None = None,
-                      headers: Mapping[str, Any] | None = None) -> None:
-        """Publish persistently and wait for this message's confirm."""
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently and wait for this message's confirm (an RPC reply: neither)."""
+        reply = exchange == DEFAULT and correlation_id is not None and REPLY_QUEUE_MARK in routing_key
         with publish_span(exchange, routing_key, message_id, headers) as out_headers:
-            publisher = await self._current_link().publisher()
+            link = self._current_link()
             properties = pika.BasicProperties(
                 content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
+                delivery_mode=pika.DeliveryMode.Transient if reply else pika.DeliveryMode.Persistent,
                 message_id=message_id,
                 correlation_id=correlation_id,
                 reply_to=reply_to,
                 headers=out_headers,
             )
+            if reply:  # on a channel without confirms: the broker spends nothing on one
+                await link.send_unconfirmed(exchange, routing_key, bytes(body), properties)
+                return
+            publisher = await link.publisher()
             tag, confirmed = publisher.send(exchange, routing_key, bytes(body), properties)
             try:
                 await confirmed.wait()

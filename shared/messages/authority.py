@@ -79,3 +79,26 @@ class PackageRequest(Frozen):
 
 class PackageReply(FromOutside):
     package: WritebackPackage
+
+
+class ClearanceRequest(Frozen):
+    """`clearance`: the report, then the filing and comparison, then the package, in one call.
+
+    The bureau takes the report first, so a refusal later (not filed, comparison pending or
+    failed) still leaves the summary reported; `challenge`, `family` and `invoice_types` are as
+    in `writeback_package`.
+    """
+
+    report: ReportSubmission
+    family: str
+    invoice_types: list[str]
+    challenge: str
+
+
+class Clearance(FromOutside):
+    """Reply to `clearance`: which parts completed. None is "ask on its own" (the bureau could
+    not answer that part now), or for `package` also "not issued" (not filed, or not passed)."""
+
+    accepted: int  # summaries taken: the report is in
+    status: DeclarationStatus | None = None
+    package: WritebackPackage | None = None

@@ -27,6 +27,13 @@ class PeriodCommand(DeviceCommand):
     invoice_types: list[InvoiceType] = Field(default_factory=list)  # empty = every type held
 
 
+class ReportStageCommand(PeriodCommand):
+    """`report_stage`; `offline_sent`: the offline invoices of an earlier stage reached the bureau,
+    so the device reports at once (it refuses to while any are still pending)."""
+
+    offline_sent: bool = False
+
+
 class Monitoring(FromOutside):
     """The bureau's monitoring data (监控管理数据) as the device holds it."""
 
@@ -143,6 +150,23 @@ class ReportReply(FromOutside):
     summaries: list[TypeSummary]
 
 
+class ReportStage(FromOutside):
+    """Reply to `report_stage`: UPLOAD_OFFLINE, then (only when nothing was pending) REPORT and
+    CHALLENGE, in one turn of the device.
+
+    Invoices issued offline must reach the bureau before the device's summary does, so when
+    `offline` holds any (the period's offline invoices, uploaded now or before: the device
+    answers them all, which keeps UPLOAD_OFFLINE retryable) the device stopped there:
+    `summaries` and `challenge` are None, and the caller sends them to the bureau and asks
+    again with `offline_sent`.
+    """
+
+    device_id: str
+    offline: list[Invoice]  # uploaded by this command (marked uploaded on the device)
+    summaries: list[TypeSummary] | None = None  # as `report` answers them
+    challenge: str | None = None  # as `challenge` answers it
+
+
 class Challenge(FromOutside):
     """Reply to `challenge`: a random value the next write-back package must carry."""
 
@@ -176,6 +200,8 @@ class WritebackReply(FromOutside):
     applied: list[str]  # types cleared by this package now
     already: list[str]  # types this package had already cleared (a repeat is not applied twice)
     lock_date: str
+    # the device read back after the write-back (INFO); None when that read failed
+    info: DeviceInfo | None = None
 
 
 # The emulated cabinet's operator controls (gateway.<id>.emulator_<op>), answered by a gateway

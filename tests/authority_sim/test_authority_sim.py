@@ -18,6 +18,8 @@ from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.messages.authority import (
     Accepted,
+    Clearance,
+    ClearanceRequest,
     DeclarationBatch,
     DeclarationBatchQuery,
     DeclarationQuery,
@@ -221,3 +223,45 @@ async def test_a_pending_comparison_waits_then_passes_and_many_devices_answer_at
     batch = await _call(bureau, "declaration_statuses", DeclarationBatchQuery(queries=queries), DeclarationBatch)
     assert [(s.device_id, s.declared, s.comparison) for s in batch.statuses] == [
         (DISK, True, "pass"), (UKEY, False, "pending"), (GOLDEN, True, "pending")]  # golden: not reported yet
+
+
+def _clearance(device: str, *types: str) -> ClearanceRequest:
+    report = ReportSubmission(device_id=device, taxpayer_id=TAXPAYERS[device], machine_no=MACHINES[device],
+                              period="2026-10", summaries=[_summary(t) for t in types])
+    return ClearanceRequest(report=report, family=FAMILIES[device], invoice_types=list(types),
+                            challenge="c0ffee42")
+
+
+async def test_clearance_reports_then_answers_status_and_package(bureau: Bureau, database: Database) -> None:
+    passed = await _call(bureau, "clearance", _clearance(DISK, "004", "007"), Clearance)
+    assert passed.accepted == 2 and passed.status == DeclarationStatus(declared=True, comparison="pass")
+    assert passed.package is not None and passed.package.challenge == "c0ffee42"
+    assert passed.package.invoice_types == ["004", "007"]
+    assert [p["package_id"] for p in await issued_packages(database, DISK)] == [passed.package.package_id]
+    # not filed: the report is still taken, no package
+    unfiled = await _call(bureau, "clearance", _clearance(UKEY, "026"), Clearance)
+    assert unfiled.accepted == 1 and unfiled.status is not None and not unfiled.status.declared
+    assert unfiled.package is None
+    rows = await database.fetch("SELECT 1 FROM authority_reports WHERE device_id = $1", UKEY)
+    assert len(rows) == 1
+    # comparison failed: reported, refused the package
+    failed = await _call(bureau, "clearance", _clearance(GOLDEN, "007"), Clearance)
+    assert failed.status == DeclarationStatus(declared=True, comparison="fail") and failed.package is None
+
+
+async def test_clearance_meets_each_parts_faults(bureau: Bureau, database: Database) -> None:
+    await inject_faults(database, 1, op="submit_report")
+    err = await _refusal(bureau, "clearance", _clearance(DISK, "004"), Clearance)
+    assert err.code is ErrorCode.AUTHORITY_UNAVAILABLE
+    assert await database.fetch("SELECT 1 FROM authority_reports") == []
+    await inject_faults(database, 1, op="declaration_status")
+    partial = await _call(bureau, "clearance", _clearance(DISK, "004"), Clearance)
+    assert partial == Clearance(accepted=1)  # reported; the status is to be asked on its own
+    await inject_faults(database, 1, op="writeback_package")
+    no_package = await _call(bureau, "clearance", _clearance(DISK, "004"), Clearance)
+    assert no_package.status is not None and no_package.status.comparison == "pass"
+    assert no_package.package is None and await issued_packages(database, DISK) == []
+    whole = await _call(bureau, "clearance", _clearance(DISK, "004"), Clearance)
+    assert whole.package is not None
+    invalid = _clearance(DISK, "004").model_copy(update={"challenge": ""})
+    assert (await _refusal(bureau, "clearance", invalid, Clearance)).code is ErrorCode.INVALID_REQUEST

@@ -114,14 +114,15 @@ async def test_fleet_clear_needs_a_token_covering_the_branches(
 async def test_cancel_before_writeback_skips_the_devices(
         running: tuple[MemoryBus, Settings, Events], database: Database) -> None:
     bus, settings, events = running
-    # hold the write-back: the cancel lands while both devices wait before it
+    # hold the report (which brings the package with it): the cancel lands while both devices
+    # wait there, before the write-back
     gate = trio.Event()
     await database.execute("UPDATE clear_requests SET cancelled = false")
     command = FleetClear(fleet_id="fleet-3", filters=FleetFilters(branches=["wuhan-hankou"]))
     original = bus.publish
 
     async def held(exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
-        if routing_key == "authority.declaration_status":
+        if routing_key == "authority.clearance":
             await gate.wait()
         await original(exchange, routing_key, body, **kw)
 
@@ -130,7 +131,8 @@ async def test_cancel_before_writeback_skips_the_devices(
     [accepted] = await events.wait_for(lambda e: e["event"] == "fleet.accepted")
     [request_id] = accepted["requests"]
     with trio.fail_after(30):
-        while len([e for e in events.seen if e["event"] == "clear.progress" and e["step"] == "reported"]) < 2:
+        while len([e for e in events.seen
+                   if e["event"] == "clear.progress" and e["step"] == "offline_uploaded"]) < 2:
             await events.changed.wait()
     denied = token(settings, Role.VIEWER, ("wuhan-hankou",))
     await bus.publish(COMMANDS, "clear.cancel", encode(ClearCancel(request_id=request_id)), message_id="c0",

@@ -1,10 +1,13 @@
 """The pure clear-sequence rules."""
 
 from services.coordinator.machine import (
+    STEPS_BEFORE_WRITEBACK,
     AlreadyCleared,
+    Gate,
     Proceed,
     Refuse,
     decide_after_precheck,
+    gate,
     next_step,
     remaining_after_writeback,
 )
@@ -60,3 +63,16 @@ def test_type_the_device_does_not_hold() -> None:
 def test_resumed_writeback_skips_applied_types() -> None:
     assert remaining_after_writeback(info({"004": 2, "007": 1}), "2026-10", ("004", "007")) == ("007",)
     assert remaining_after_writeback(info({"004": 0}, open_period="2026-11"), "2026-10", ("004",)) == ()
+
+
+def test_a_cancel_skips_every_step_before_the_writeback_intent_and_none_after() -> None:
+    for step in STEPS[1:]:
+        running = gate(step, cancelled=False, writeback_begun=False)
+        cancelled = gate(step, cancelled=True, writeback_begun=False)
+        if step is Step.WRITTEN_BACK:  # the intent's own transaction checks the cancel again
+            assert running is cancelled is Gate.BEGIN_WRITEBACK
+        elif step in STEPS_BEFORE_WRITEBACK:
+            assert (running, cancelled) == (Gate.RUN, Gate.SKIP)
+        # committed to the write-back: nothing stops the device any more
+        assert gate(step, cancelled=True, writeback_begun=True) is Gate.RUN
+    assert gate(Step.VERIFIED, cancelled=True, writeback_begun=True) is Gate.RUN

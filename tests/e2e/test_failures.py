@@ -87,7 +87,7 @@ async def test_pending_offline_invoices_are_uploaded_first_then_the_clear_succee
         async def watch(exchange: str, routing_key: str, body: bytes) -> None:
             if routing_key == "authority.upload_offline":
                 uploads.append(json.loads(body))
-            if routing_key == "authority.submit_report":
+            if routing_key in ("authority.submit_report", "authority.clearance"):
                 assert uploads, "reported before the offline invoices reached the bureau"
             return None
 
@@ -201,7 +201,8 @@ async def test_a_challenge_replaced_before_the_writeback_is_rejected(make_system
 
             async def rechallenge(exchange: str, routing_key: str, body: bytes) -> None:
                 # someone else asks the device for a challenge between ours and the package
-                if routing_key == "authority.writeback_package":
+                # (the package comes with the report, or on its own after a mismatch)
+                if routing_key in ("authority.clearance", "authority.writeback_package"):
                     await rpc.call(COMMANDS, gateway_routing_key("default", "challenge"),
                                    DeviceCommand(device_id=DEVICE), Challenge)
                 return None

@@ -90,7 +90,9 @@ async def test_bureau_stopped_briefly_times_out_and_is_retried(tmp_path: Path, d
     async with cluster(tmp_path, database_url, layout=SEPARATE, overrides=overrides) as (c, url), \
             following(c, url) as requests:
         await requests.submit()
-        await requests.follower.until(requests.follower.reached("offline_uploaded"))
+        # before the backup: a clear needs the bureau for one call after it (`clearance`), which
+        # a device past `offline_uploaded` may already have had answered
+        await requests.follower.until(requests.follower.reached("prechecked"))
         c.pause("authority-sim")
         try:
             # every device's report waits on the stopped bureau; one more message means a call
@@ -110,7 +112,9 @@ async def test_bureau_stopped_past_the_retries_fails_then_resumes(tmp_path: Path
     async with cluster(tmp_path, database_url, layout=SEPARATE, overrides=overrides) as (c, url), \
             following(c, url) as requests:
         first = await requests.submit()
-        await requests.follower.until(requests.follower.reached("offline_uploaded"))
+        # before the backup: a clear needs the bureau for one call after it (`clearance`), which
+        # a device past `offline_uploaded` may already have had answered
+        await requests.follower.until(requests.follower.reached("prechecked"))
         c.pause("authority-sim")
         try:
             finished = await requests.finish(first)

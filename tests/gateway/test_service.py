@@ -26,6 +26,15 @@ from shared.db import Database
 from shared.errors import ClearCardError, ErrorCode
 from shared.fleet import FleetError
 from shared.messages import device as msg
+from shared.messages.device import (
+    DeviceInfo,
+    PeriodCommand,
+    ReportStage,
+    ReportStageCommand,
+    WritebackCommand,
+    WritebackPackage,
+    WritebackReply,
+)
 
 UKEY, DISK, WRONG_PIN = "661500000001", "661500000002", "661500000003"
 
@@ -227,3 +236,33 @@ async def test_one_device_at_a_time_many_devices_in_parallel(
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(mine))
     overlapping = any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(everything))
     assert overlapping, "devices should run in parallel"
+
+
+async def test_report_stage_uploads_first_then_reports_with_a_challenge(database: Database, tmp_path: Path) -> None:
+    """Pending offline invoices stop the stage after the upload; asked again, the device reports
+    and gives a challenge, and the write-back answers the device's read-back."""
+    async with gateway(database, tmp_path) as client:
+        cmd = ReportStageCommand(device_id=UKEY, period="2026-10")
+        await client.call("precheck", PeriodCommand(device_id=UKEY, period="2026-10"), DeviceInfo)
+        first = await client.call("report_stage", cmd, ReportStage)
+        assert len(first.offline) == 2 and first.summaries is None and first.challenge is None
+        assert show_device(settings_for(tmp_path, None), UKEY)["reports"] == []
+        second = await client.call("report_stage", cmd.model_copy(update={"offline_sent": True}), ReportStage)
+        assert second.offline == [] and second.challenge
+        assert [s.invoice_type for s in second.summaries or []] == ["004", "007"]
+        package = WritebackPackage.model_validate(sealed_package(
+            UKEY, TAXPAYER_A, period="2026-10", invoice_types=["004", "007"], challenge=second.challenge))
+        reply = await client.call("writeback", WritebackCommand(device_id=UKEY, package=package), WritebackReply)
+        assert reply.applied == ["004", "007"]
+        assert reply.info is not None and reply.info.types == {"004": 2, "007": 2}
+    shown = show_device(settings_for(tmp_path, None), UKEY)
+    assert shown["offline_pending"] == 0 and [r["invoice_type"] for r in shown["reports"]] == ["004", "007"]
+
+
+async def test_report_stage_without_pending_invoices_reports_at_once(database: Database, tmp_path: Path) -> None:
+    async with gateway(database, tmp_path) as client:
+        stage = await client.call("report_stage", ReportStageCommand(device_id=DISK, period="2026-10"), ReportStage)
+        assert stage.offline == [] and stage.challenge and len(stage.summaries or []) == 2
+        # a repeat (a caller's retry) answers the stored summaries and replaces the challenge
+        again = await client.call("report_stage", ReportStageCommand(device_id=DISK, period="2026-10"), ReportStage)
+        assert again.summaries == stage.summaries and again.challenge != stage.challenge
