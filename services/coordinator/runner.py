@@ -313,7 +313,7 @@ class Runner:
             if rows is None:
                 await outbox.stage(conn, work.request_id, [device_audit])
                 return recorded
-            event = finished_event(work.request_id, work.trace_id, rows)
+            event = finished_event(work.request_id, work.trace_id, rows, branch_id=work.branch_id, period=work.period)
             await repo.mark_finished(conn, work.request_id, event.model_dump(mode="json"))
             request = await repo.find_request(conn, work.request_id)
             assert request is not None
@@ -348,7 +348,8 @@ def progress_messages(work: repo.Work, step: Step) -> list[OutgoingMessage]:
     ]
 
 
-def finished_event(request_id: str, trace_id: str, rows: list[Any]) -> ClearFinished:
+def finished_event(request_id: str, trace_id: str, rows: list[Any], *, branch_id: str | None = None,
+                   period: str | None = None) -> ClearFinished:
     """The `clear.finished` event from every device's outcome."""
     results = [
         DeviceResult(
@@ -359,5 +360,5 @@ def finished_event(request_id: str, trace_id: str, rows: list[Any]) -> ClearFini
         )
         for r in rows
     ]
-    return ClearFinished(request_id=request_id, trace_id=trace_id,
+    return ClearFinished(request_id=request_id, trace_id=trace_id, branch_id=branch_id, period=period,
                          status=overall_status(results), results=results)

@@ -15,6 +15,7 @@ from services.backup.service import verify_backup
 from shared import telemetry
 from shared.authz.roles import Role
 from shared.messages.clear import STEPS, ClearRequest
+from tests.support.fleets import BRANCH
 from tests.support.system import System
 
 
@@ -31,6 +32,8 @@ async def test_clear_two_families_end_to_end(system: System) -> None:
     final = followed.final
     assert final["status"] == "succeeded", final
     assert {r["outcome"] for r in final["results"]} == {"cleared"}
+    # whose clear it was rides on the event: notify needs no lookup in the coordinator's tables
+    assert (final["branch_id"], final["period"]) == (BRANCH, "2026-10")
     for device_id in ("661500000001", "539900000004"):
         steps = [e["step"] for e in followed.events
                  if e["event"] == "clear.progress" and e["device_id"] == device_id]
