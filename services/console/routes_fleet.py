@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import trio
@@ -38,6 +39,30 @@ Comparison = Literal["pass", "fail", "pending", "unknown"]
 MONITORING_TIMEOUT = 5.0
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The device filters /api/status and /api/fleet share (contract §6)."""
+
+    branch: str | None
+    family: str | None
+    status: str | None
+    days: int | None
+    filing: str | None
+    comparison: str | None
+
+
+def selection(
+    branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
+    family: Family | None = Query(None, description="only this device family"),
+    status: StatusFilter | None = Query(None, description="a type status (needs_report, reported, cleared) "
+                                        "or a risk (red, amber, green, unknown, abandoned)"),
+    days: int | None = Query(None, ge=-10_000, le=10_000, description="only devices with at most this many days left"),
+    filing: Filing | None = Query(None, description="the bureau's filing status of the open period"),
+    comparison: Comparison | None = Query(None, description="the bureau's comparison status of the open period"),
+) -> Selection:
+    return Selection(branch, family, status, days, filing, comparison)
+
+
 @router.get("/me", summary="Who the token speaks for and what it may do")
 async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
     return {"subject": who.subject, "role": who.role.value, "branches": list(who.branches),
@@ -47,17 +72,11 @@ async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
 @router.get("/status", summary="Every device with its lock-date countdown and the bureau's view: what "
             "`clearcard status --json` gives (contract §6), with the filters of /api/fleet")
 async def status_list(
-    branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
-    family: Family | None = Query(None, description="only this device family"),
-    status: StatusFilter | None = Query(None, description="a type status (needs_report, reported, cleared) "
-                                        "or a risk (red, amber, green, unknown, abandoned)"),
-    days: int | None = Query(None, ge=-10_000, le=10_000, description="only devices with at most this many days left"),
-    filing: Filing | None = Query(None, description="the bureau's filing status of the open period"),
-    comparison: Comparison | None = Query(None, description="the bureau's comparison status of the open period"),
+    selected: Selection = Depends(selection),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> list[dict[str, Any]]:
-    grouped = await _fleet(ctx, who, branch, family, status, days, filing, comparison)
+    grouped = await _fleet(ctx, who, selected)
     rows: list[dict[str, Any]] = grouped["devices"]
     return rows
 
@@ -65,23 +84,17 @@ async def status_list(
 @router.get("/fleet", summary="Every device by branch, with the lock-date countdown, the bureau's view and "
             "digital-invoice confirmations beside them")
 async def fleet_by_branch(
-    branch: str | None = Query(None, pattern=ID_PATTERN, description="only this branch"),
-    family: Family | None = Query(None, description="only this device family"),
-    status: StatusFilter | None = Query(None, description="a type status (needs_report, reported, cleared) "
-                                        "or a risk (red, amber, green, unknown, abandoned)"),
-    days: int | None = Query(None, ge=-10_000, le=10_000, description="only devices with at most this many days left"),
-    filing: Filing | None = Query(None, description="the bureau's filing status of the open period"),
-    comparison: Comparison | None = Query(None, description="the bureau's comparison status of the open period"),
+    selected: Selection = Depends(selection),
     limit: int = Query(2000, ge=1, le=20_000, description="devices at most (`truncated` says when more matched)"),
     ctx: ConsoleContext = Depends(context),
     who: Principal = Depends(require(Can.STATUS)),
 ) -> dict[str, Any]:
-    return await _fleet(ctx, who, branch, family, status, days, filing, comparison, limit)
+    return await _fleet(ctx, who, selected, limit)
 
 
-async def _fleet(ctx: ConsoleContext, who: Principal, branch: str | None, family: str | None, status: str | None,
-                 days: int | None, filing: str | None, comparison: str | None,
-                 limit: int | None = None) -> dict[str, Any]:
+async def _fleet(ctx: ConsoleContext, who: Principal, selected: Selection, limit: int | None = None) -> dict[str, Any]:
+    branch, family, status, days = selected.branch, selected.family, selected.status, selected.days
+    filing, comparison = selected.filing, selected.comparison
     visible = branch_filter(who)
     if branch is not None:
         check_branch(who, branch)

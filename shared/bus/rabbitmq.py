@@ -180,17 +180,9 @@ class RabbitBus:
         if (queue, exchange, pattern) not in self._bindings:
             self._bindings.append((queue, exchange, pattern))
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> None:
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str | None = None,
+                      correlation_id: str | None = None, reply_to: str | None = None,
+                      headers: Mapping[str, Any] | None = None) -> None:
         """Publish persistently and wait for this message's confirm (an RPC reply: neither)."""
         reply = exchange == DEFAULT and correlation_id is not None and REPLY_QUEUE_MARK in routing_key
         with publish_span(exchange, routing_key, message_id, headers) as out_headers:

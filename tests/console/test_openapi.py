@@ -21,7 +21,7 @@ import trio
 from shared.authz.roles import Role
 from tests.console.conftest import Console
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # fail_after below bounds it
 
 EXCLUDED = r"^/api/(backups/[^/]+/restore|emulator/.*)$"
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # what the schema cannot say, per operation
