@@ -33,23 +33,11 @@ from device_gateway.emulator.state import DeviceState
 from device_gateway.emulator.store import EmulatorStateError, EmulatorStore
 from device_gateway.protocol import FrameDecoder, Message, MessageAssembler, Status, encode_message
 from device_gateway.protocol.usb_ids import EP_IN, EP_OUT, MANUFACTURER, PRODUCT_NAMES
+from device_gateway.transports.usb_errors import busy, no_device, stall, timed_out
 from shared.tax_calendar import DEFAULT, TaxCalendar
 
 log = structlog.get_logger("clearcard.emulator")
 
-LIBUSB_ERROR_NO_DEVICE = -4
-LIBUSB_ERROR_BUSY = -6
-LIBUSB_ERROR_TIMEOUT = -7
-LIBUSB_ERROR_PIPE = -9
-
-
-def _no_device(device_id: str) -> usb.core.USBError:
-    return usb.core.USBError(f"No such device (it may have been disconnected): {device_id}",
-                             LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
-
-
-def _stall(what: str) -> usb.core.USBError:
-    return usb.core.USBError(f"Pipe error: {what}", LIBUSB_ERROR_PIPE, errno.EPIPE)
 
 
 @dataclass(frozen=True)
@@ -142,7 +130,7 @@ class EmulatedBackend(usb.backend.IBackend):
 
     def _device(self, ref: DeviceRef) -> _Device:
         if not self.store.is_plugged(ref.device_id):
-            raise _no_device(ref.device_id)
+            raise no_device(ref.device_id)
         return self._devices[ref.device_id]
 
     def _alive(self, handle: _Handle) -> _Device:
@@ -168,7 +156,7 @@ class EmulatedBackend(usb.backend.IBackend):
     def set_configuration(self, dev_handle: _Handle, config_value: int) -> None:
         self._alive(dev_handle)
         if config_value not in (0, d.CONFIG_VALUE):
-            raise _stall(f"no configuration {config_value}")
+            raise stall(f"no configuration {config_value}")
         dev_handle.configuration = config_value
 
     def get_configuration(self, dev_handle: _Handle) -> int:
@@ -178,17 +166,17 @@ class EmulatedBackend(usb.backend.IBackend):
     def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
         self._alive(dev_handle)
         if (intf, altsetting) != (0, 0):
-            raise _stall("no such alternate setting")
+            raise stall("no such alternate setting")
 
     def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
         device = self._alive(dev_handle)
         if self.store.is_held(dev_handle.ref.device_id):
-            raise usb.core.USBError("Resource busy", LIBUSB_ERROR_BUSY, errno.EBUSY)
+            raise busy("the interface is claimed")
         with device.lock:
             for other in device.handles:
                 if other is not dev_handle and intf in other.claimed:
                     # another program (or gateway) holds the device: libusb answers busy
-                    raise usb.core.USBError("Resource busy", LIBUSB_ERROR_BUSY, errno.EBUSY)
+                    raise busy("the interface is claimed")
             dev_handle.claimed.add(intf)
 
     def release_interface(self, dev_handle: _Handle, intf: int) -> None:
@@ -221,7 +209,7 @@ class EmulatedBackend(usb.backend.IBackend):
     ) -> int:
         self._alive(dev_handle)
         if bRequest != 0x06 or not bmRequestType & 0x80:
-            raise _stall(f"unsupported control request {bRequest:#x}")  # only GET_DESCRIPTOR
+            raise stall(f"unsupported control request {bRequest:#x}")  # only GET_DESCRIPTOR
         kind, index = wValue >> 8, wValue & 0xFF
         ref = dev_handle.ref
         if kind == d.DESC_DEVICE:
@@ -236,9 +224,9 @@ class EmulatedBackend(usb.backend.IBackend):
             elif index in strings:
                 blob = d.string_descriptor(strings[index])
             else:
-                raise _stall(f"no string {index}")
+                raise stall(f"no string {index}")
         else:
-            raise _stall(f"no descriptor {wValue:#06x}")
+            raise stall(f"no descriptor {wValue:#06x}")
         count = min(len(blob), len(data))
         data[:count] = type(data)(data.typecode, blob[:count])
         return count
@@ -246,7 +234,7 @@ class EmulatedBackend(usb.backend.IBackend):
     def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
         device = self._alive(dev_handle)
         if ep != EP_OUT:
-            raise _stall(f"endpoint {ep:#x} is not bulk OUT")
+            raise stall(f"endpoint {ep:#x} is not bulk OUT")
         raw = bytes(data)
         with device.lock:
             for frame in dev_handle.decoder.feed(raw):
@@ -261,14 +249,14 @@ class EmulatedBackend(usb.backend.IBackend):
     def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
         device = self._alive(dev_handle)
         if ep != EP_IN:
-            raise _stall(f"endpoint {ep:#x} is not bulk IN")
+            raise stall(f"endpoint {ep:#x} is not bulk IN")
         wait = dev_handle.ready_at - time.monotonic()
         if not dev_handle.pending or wait > timeout / 1000:
             # nothing to read within the timeout; waiting out the full timeout only when a
             # reply is actually being prepared keeps a confused host from hanging
             if dev_handle.pending:
                 time.sleep(timeout / 1000)
-            raise usb.core.USBTimeoutError("Operation timed out", LIBUSB_ERROR_TIMEOUT, errno.ETIMEDOUT)
+            raise timed_out("no answer waiting")
         if wait > 0:
             time.sleep(wait)
         device = self._alive(dev_handle)  # it may have been pulled out meanwhile

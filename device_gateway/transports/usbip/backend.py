@@ -29,8 +29,8 @@ import structlog
 import usb.backend
 from usbip import core as usbip_core  # type: ignore[import-untyped]
 
+from device_gateway.transports.usb_errors import busy, no_device, timed_out
 from device_gateway.transports.usbip import descriptors, transfers, wire
-from device_gateway.transports.usbip.errors import busy, no_device, timed_out
 from device_gateway.transports.usbip.links import Connector, Handle, Link, RemoteDevice
 
 log = structlog.get_logger("clearcard.gateway")

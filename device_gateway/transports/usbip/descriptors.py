@@ -19,7 +19,7 @@ import structlog
 import usb.core
 from usbip import core as usbip_core  # type: ignore[import-untyped]
 
-from device_gateway.transports.usbip.errors import io_error, no_device
+from device_gateway.transports.usb_errors import io_error, no_device
 from device_gateway.transports.usbip.links import Connector, Link, RemoteDevice
 
 log = structlog.get_logger("clearcard.gateway")

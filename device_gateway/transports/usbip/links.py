@@ -23,8 +23,8 @@ import usb.core
 from usbip import core as usbip_core  # type: ignore[import-untyped]
 from usbip import protocol
 
+from device_gateway.transports.usb_errors import busy, closed_handle, no_device, timed_out, urb_error
 from device_gateway.transports.usbip import wire
-from device_gateway.transports.usbip.errors import busy, closed_handle, no_device, timed_out, urb_error
 
 if TYPE_CHECKING:
     from device_gateway.transports.usbip.descriptors import Descriptors

@@ -12,8 +12,8 @@ from typing import Any
 
 from usbip import core as usbip_core  # type: ignore[import-untyped]
 
+from device_gateway.transports.usb_errors import no_device, timed_out
 from device_gateway.transports.usbip.descriptors import DT_STRING, GET_DESCRIPTOR
-from device_gateway.transports.usbip.errors import no_device, timed_out
 from device_gateway.transports.usbip.links import Connector, Handle
 
 

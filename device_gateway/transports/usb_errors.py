@@ -1,4 +1,5 @@
-"""USB/IP failures as libusb reports them, so drivers handle a cabinet's device as a local one.
+"""Failures as libusb reports them, for every transport that is not libusb itself (the emulated
+backend, USB/IP), so drivers handle an emulated or a cabinet's device as a local one.
 
 pyusb's `USBError` carries libusb's code (`backend_error_code`) and an errno; the drivers'
 error translation (device_gateway/drivers/errors.py) reads both.
@@ -27,6 +28,10 @@ def timed_out(what: str) -> usb.core.USBTimeoutError:
     return usb.core.USBTimeoutError(f"Operation timed out: {what}", LIBUSB_ERROR_TIMEOUT, errno.ETIMEDOUT)
 
 
+def stall(what: str) -> usb.core.USBError:
+    return usb.core.USBError(f"Pipe error: {what}", LIBUSB_ERROR_PIPE, errno.EPIPE)
+
+
 def busy(what: str) -> usb.core.USBError:
     return usb.core.USBError(f"Resource busy: {what}", LIBUSB_ERROR_BUSY, errno.EBUSY)
 
@@ -43,7 +48,7 @@ def urb_error(status: int, what: str) -> usb.core.USBError:
     """A failed URB's status (a negative Linux errno) as libusb reports it."""
     number = -status
     if number == errno.EPIPE:
-        return usb.core.USBError(f"Pipe error: {what}", LIBUSB_ERROR_PIPE, errno.EPIPE)
+        return stall(what)
     if number in (errno.ENODEV, errno.ESHUTDOWN, errno.ENOENT):
         return no_device(what)
     if number == errno.ETIMEDOUT:
