@@ -66,7 +66,8 @@ def broker_confirmed_publish(url: str, n: int = 20000, window: int = 200, warmup
     connection.ioloop.start()
     publish_rate = n / (state["t1"] - state["t0"])
     consume_rate = _consume_all(url, queue, n + warmup)
-    return {"confirmed_publish_per_s": round(publish_rate), "consume_ack_per_s": round(consume_rate)}
+    return {"confirmed_publish_per_s": round(publish_rate), "consume_ack_per_s": round(consume_rate),
+            "units": n + warmup}  # each message published, confirmed, delivered and acked once
 
 
 def _consume_all(url: str, queue: str, total: int) -> float:
@@ -122,4 +123,5 @@ async def database_commits(dsn: str, n: int = 3000, connections: int = 8, warmup
     finally:
         await admin.close()
     return {"sequential_commits_per_s": round(sequential),
-            f"commits_per_s_{connections}_connections": round(concurrent)}
+            f"commits_per_s_{connections}_connections": round(concurrent),
+            "units": warmup + n + per * connections}  # commits made

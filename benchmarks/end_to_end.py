@@ -50,7 +50,7 @@ import trio_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baselines import broker_confirmed_publish, database_commits
-from benchmarks.counters import Reading
+from benchmarks.counters import Reading, cpu_ticks
 from benchmarks.fleetgen import Group
 from benchmarks.harness import Follower, fresh_database, fresh_vhost, outcomes, system
 from shared import logs
@@ -67,6 +67,16 @@ def percentile(values: list[float], p: float) -> float:
 async def reading(dsn: str) -> Reading:
     await trio.sleep(STATS_SETTLE_S)
     return await trio_asyncio.aio_as_trio(Reading.take)(dsn)
+
+
+async def with_cpu(server: str, unit: str, call: Any, *args: Any) -> dict[str, Any]:
+    """A baseline's figures plus the server's CPU per unit of work in it, to set beside the
+    product's per-clear CPU: what a message or a commit costs the broker or PostgreSQL alone."""
+    before = cpu_ticks()[server]
+    figures = dict(await call(*args))
+    ticks = cpu_ticks()[server] - before
+    figures[f"{server}_cpu_us_per_{unit}"] = round(ticks / os.sysconf("SC_CLK_TCK") * 1e6 / figures.pop("units"), 1)
+    return figures
 
 
 async def whole_group(follower: Follower, group: Group) -> tuple[list[dict[str, Any]], float]:
@@ -150,15 +160,25 @@ async def memory(follower: Follower, db: Database, group: Group) -> dict[str, An
             "process_peak_traced_mib": round(peak / 2**20, 1), "top_lines": top}
 
 
+class Results(dict[str, Any]):
+    """The run's JSON document; each part is also printed to stderr as it is measured, so a run
+    cut short (a time limit, a crash) still leaves the figures it reached."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        print(json.dumps({key: value}), file=sys.stderr, flush=True)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     in_process = not (args.gateways or args.coordinators)
-    results: dict[str, Any] = {"scenario": args.scenario, "gateways": args.gateways,
-                               "coordinators": args.coordinators,
-                               "db_pool_max": int(os.environ.get("CLEARCARD_DB_POOL_MAX", 20))}
+    results = Results(scenario=args.scenario, gateways=args.gateways, coordinators=args.coordinators,
+                      db_pool_max=int(os.environ.get("CLEARCARD_DB_POOL_MAX", 20)))
     async with fresh_vhost(args.amqp) as url, fresh_database(args.pg) as dsn:
         if args.scenario in ("all", "throughput"):
-            results["baseline_broker"] = await trio.to_thread.run_sync(broker_confirmed_publish, url)
-            results["baseline_postgres"] = await trio_asyncio.aio_as_trio(database_commits)(dsn)
+            results["baseline_broker"] = await with_cpu("rabbitmq", "message", trio.to_thread.run_sync,
+                                                        broker_confirmed_publish, url)
+            commits = trio_asyncio.aio_as_trio(database_commits)
+            results["baseline_postgres"] = await with_cpu("postgres", "commit", commits, dsn)
         lat = args.latency_ms
         main = Group(args.devices, args.branches, latency_ms=lat)
         warm = Group(args.warmup, max(1, args.warmup // 20), prefix="warm", first=args.devices, latency_ms=lat)

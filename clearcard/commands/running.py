@@ -8,6 +8,7 @@ import typer
 
 from clearcard.commands.common import err, fail, out, settings_from_env, setup_logging
 from clearcard.startup import configured
+from shared.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +37,11 @@ def demo(
 
 
 def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator backup audit gateway "
-                                                            "console notify authority-sim, or all")]) -> None:
-    """Run the named services in this process until SIGTERM or SIGINT."""
+                                                            "console notify authority-sim, or all")],
+          workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to run the services in, to use "
+                                               "every core (the gateway and console run in the first only).")] = 1,
+          ) -> None:
+    """Run the named services in this process (or in --workers processes) until SIGTERM or SIGINT."""
     import signal
 
     import trio
@@ -55,6 +59,10 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
         err.print("[yellow]warning:[/yellow] no CLEARCARD_AMQP_URL: the in-process bus only reaches "
                   "services in this process")
 
+    if workers > 1:
+        serve_in_workers(names, workers, settings)
+        return
+
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             connection = connection_name(names)
@@ -69,3 +77,25 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
         configured(lambda: run_async(main), err)
     finally:
         telemetry.shutdown()
+
+
+def serve_in_workers(names: list[str], workers: int, settings: Settings) -> None:
+    """`serve --workers N`: a parent that runs N `serve` processes (clearcard/workers.py)."""
+    import trio
+
+    from clearcard import workers as pool
+
+    if settings.embedded_bus or settings.database_url is None:
+        raise fail("--workers needs CLEARCARD_AMQP_URL and CLEARCARD_DATABASE_URL: the in-process bus and the "
+                   "embedded database reach only one process", 2)
+    try:
+        plans = pool.plan(names, workers)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    try:
+        trio.run(pool.supervise, plans)
+    except* pool.WorkerCannotStart as group:
+        first = group.exceptions[0]
+        assert isinstance(first, pool.WorkerCannotStart)
+        err.print(f"[red]error:[/red] {first}")
+        raise typer.Exit(first.exit_code or 1) from None
