@@ -26,9 +26,11 @@ _BROKER_COUNTERS = {
 
 
 def cpu_ticks() -> dict[str, int]:
-    """CPU ticks (user + system) so far of this process, its `clearcard serve` children, PostgreSQL, RabbitMQ."""
+    """CPU ticks (user + system, with reaped children's) so far of this process and its descendants (`clearcard serve`
+    processes and their workers), of PostgreSQL and of RabbitMQ."""
     totals = {"python": 0, "postgres": 0, "rabbitmq": 0}
-    me = str(os.getpid())
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -38,13 +40,21 @@ def cpu_ticks() -> dict[str, int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        ticks = int(fields[11]) + int(fields[12])
-        if entry.name == me or (b"clearcard\x00serve" in cmdline and fields[1] == me):
-            totals["python"] += ticks
-        elif comm == "postgres":
-            totals["postgres"] += ticks
+        pid = int(entry.name)
+        # utime + stime, and cutime + cstime: what its exited children used (PostgreSQL's postmaster
+        # reaps each backend that closes, so a closed connection's CPU stays counted)
+        parents[pid], ticks[pid] = int(fields[1]), sum(int(f) for f in fields[11:15])
+        if comm == "postgres":
+            totals["postgres"] += ticks[pid]
         elif comm == "beam.smp" and b"rabbit" in cmdline:
-            totals["rabbitmq"] += ticks
+            totals["rabbitmq"] += ticks[pid]
+    me = os.getpid()
+    for pid in ticks:
+        ancestor = pid
+        while ancestor not in (me, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == me:
+            totals["python"] += ticks[pid]
     return totals
 
 

@@ -7,6 +7,7 @@ machine: the broker's counters are node-wide.
         [--devices 1000] [--branches 50] [--latency-samples 1000] [--rate R] [--warmup 100]
     .venv/bin/python benchmarks/end_to_end.py --scenario throughput --devices 2000 --branches 100
     .venv/bin/python benchmarks/end_to_end.py --gateways 2 --coordinators 2   # `clearcard serve` processes
+    .venv/bin/python benchmarks/end_to_end.py --workers 2     # `clearcard serve ... --workers 2`
     .venv/bin/python benchmarks/end_to_end.py --scenario fleet --devices 1000 --branches 50 --latency-ms 1000
     .venv/bin/python benchmarks/end_to_end.py --scenario memory --devices 10000 --branches 500
 
@@ -170,8 +171,9 @@ class Results(dict[str, Any]):
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    in_process = not (args.gateways or args.coordinators)
+    in_process = not (args.gateways or args.coordinators or args.workers)
     results = Results(scenario=args.scenario, gateways=args.gateways, coordinators=args.coordinators,
+                      workers=args.workers,
                       db_pool_max=int(os.environ.get("CLEARCARD_DB_POOL_MAX", 20)))
     async with fresh_vhost(args.amqp) as url, fresh_database(args.pg) as dsn:
         if args.scenario in ("all", "throughput"):
@@ -229,10 +231,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="one-device requests/s (default: half the throughput)")
     parser.add_argument("--gateways", type=int, default=0, help="gateway processes (0: all services in this process)")
     parser.add_argument("--coordinators", type=int, default=0, help="coordinator processes")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="every service in `clearcard serve --workers N` (0: in this process)")
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/%2F")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    if (args.gateways or args.coordinators) and args.scenario == "memory":
+    if args.workers and (args.gateways or args.coordinators):
+        parser.error("--workers runs every service; --gateways/--coordinators choose processes by service")
+    if (args.gateways or args.coordinators or args.workers) and args.scenario == "memory":
         parser.error("the memory scenario measures an in-process coordinator")
     if args.gateways or args.coordinators:
         args.gateways, args.coordinators = max(1, args.gateways), max(1, args.coordinators)

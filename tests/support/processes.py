@@ -31,8 +31,9 @@ async def cli(env: Mapping[str, str], *args: str, check: bool = True) -> subproc
 
 @asynccontextmanager
 async def serving(env: Mapping[str, str], *services: str, log: Path, ready_within: float = 60,
-                  command: Sequence[str] = CLEARCARD, cwd: Path | None = None) -> AsyncIterator[trio.Process]:
-    """`clearcard serve ...` in its own process, ready once it says so; SIGTERM at the end.
+                  command: Sequence[str] = CLEARCARD, cwd: Path | None = None,
+                  ready: bytes = b"serving") -> AsyncIterator[trio.Process]:
+    """`clearcard serve ...` in its own process, ready once its log shows `ready`; SIGTERM at the end.
 
     `command` is how to run `clearcard` (this interpreter's by default; an installed one)."""
     with log.open("wb") as sink:
@@ -40,7 +41,7 @@ async def serving(env: Mapping[str, str], *services: str, log: Path, ready_withi
                                                    stdout=sink, stderr=sink)
         try:
             with trio.fail_after(ready_within):
-                while b"serving" not in await trio.Path(log).read_bytes():
+                while ready not in await trio.Path(log).read_bytes():
                     if process.poll() is not None:
                         text = await trio.Path(log).read_text()
                         raise AssertionError(f"serve {list(services)} exited early:\n{text[-3000:]}")
