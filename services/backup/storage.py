@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,9 @@ from shared.config import Settings
 T = TypeVar("T")
 Part = Head | list[dict[str, Any]]  # what a stored copy yields: its head, then invoice batches
 READ_BLOCK = 1024 * 1024
+# A copy being written is touched by every chunk; one untouched this long was left by a process
+# that died mid-write (a crash, SIGKILL, power loss) and is never renamed: it is swept away.
+ABANDONED_AFTER_S = 3600.0
 
 
 class LocationFailed(Exception):
@@ -75,6 +79,19 @@ class _Incoming:
     out: BinaryIO | None
 
 
+def sweep_abandoned(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the unfinished copies in a device's folder that no writer has touched for
+    ABANDONED_AFTER_S; returns them. A copy another replica is writing now is left alone."""
+    limit = (time.time() if now is None else now) - ABANDONED_AFTER_S
+    removed = []
+    for tmp in folder.glob(".incoming.*.tmp"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove: not this backup's concern
+            if tmp.stat().st_mtime < limit:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 class NewCopies:
     """One new backup being written to every location; `commit` names it, `discard` drops it."""
 
@@ -97,6 +114,7 @@ class NewCopies:
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 _fsync_dir(location)  # so the device's folder itself survives a power loss
+            sweep_abandoned(folder)
             tmp = folder / f".incoming.{uuid.uuid4().hex}.tmp"
             return _Incoming(location, folder, tmp, open(tmp, "xb"))
         except OSError as exc:

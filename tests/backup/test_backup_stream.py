@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,23 @@ async def test_restore_skips_a_copy_cut_short_and_leaves_no_part_of_it(
         await restore_backup(database, settings, taken.backup_id, tmp_path / "nothing")
     assert err.value.code is ErrorCode.BACKUP_FAILED
     assert not (tmp_path / "nothing").exists()  # a folder the restore made is removed again
+
+
+async def test_a_copy_left_by_a_writer_that_died_is_swept_on_the_next_take(
+    harness: Harness, database: Database, settings: Settings
+) -> None:
+    planted = []
+    for location in settings.backup_dirs:
+        folder = location / DEVICE
+        folder.mkdir(parents=True, exist_ok=True)
+        dead, busy = folder / ".incoming.dead.tmp", folder / ".incoming.busy.tmp"
+        dead.write_bytes(b"half a backup")
+        busy.write_bytes(b"another replica is writing this one")
+        two_hours_ago = time.time() - 7200
+        os.utime(dead, (two_hours_ago, two_hours_ago))
+        planted.append((dead, busy))
+    taken = await _take(harness)
+    for dead, busy in planted:
+        assert not dead.exists()  # untouched for two hours: its writer is gone
+        assert busy.exists()  # touched just now: a take in progress elsewhere is left alone
+    assert (await verify_backup(database, settings, taken.backup_id)).ok
