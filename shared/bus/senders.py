@@ -6,9 +6,12 @@ wins; a queue no rule names accepts no internal message at all. Public queues ta
 from outside, whose bearer tokens are checked instead.
 
 `max_age` bounds replays: an identity older than that is refused. It is minutes for commands,
-whose callers time out and retry with fresh messages anyway. Audit records may wait in their
-queue through an audit-service outage; each is stored once by record id (which the signature
-binds), so a replay of one is a no-op, and they keep their identity for a day.
+whose callers time out and retry with fresh messages anyway. Hand-offs that nobody sends again
+keep their identity for a day, because they wait in their queue for as long as their consumer
+is down or behind (an outage, a backlog of a whole fleet's requests), and a replay of one is a
+no-op: audit records are stored once by record id, an authorized clear request is taken once by
+request id (a repeat only publishes its final event again), an event is notified once by its id.
+Minutes there would dead-letter every request still queued after a five-minute outage.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from shared.bus.topology import (
 SERVICES = frozenset({"audit", "auth", "authority-sim", "backup", "cli", "console", "coordinator", "gateway",
                       "notify"})
 IDENTITY_TTL = 300.0  # seconds
-AUDIT_TTL = 86_400.0
+HANDOFF_TTL = 86_400.0  # audit records, authorized clear requests, events for notify
+AUDIT_TTL = HANDOFF_TTL
 
 # Queues where requests from outside arrive (contract §3): their handlers check bearer tokens.
 COORDINATOR_COMMANDS = "clearcard.coordinator.commands"  # fleet.clear, clear.cancel
@@ -59,7 +63,7 @@ RULES: tuple[SenderRule, ...] = (
     # service) take RPC answers and, bound to clearcard.events, events
     SenderRule("*.reply.*", RPC_SERVERS | EVENT_SOURCES),
     SenderRule("amq.gen-*", RPC_SERVERS | EVENT_SOURCES),  # the in-memory bus's reply queues
-    SenderRule(COORDINATOR_REQUESTS.name, frozenset({"auth"})),  # clear.authorized, after the token passed
+    SenderRule(COORDINATOR_REQUESTS.name, frozenset({"auth"}), max_age=HANDOFF_TTL),  # clear.authorized
     SenderRule(BACKUP.name, frozenset({"coordinator", "cli"})),  # backup.take; backup.schedule
     SenderRule(AUTHORITY.name, frozenset({"coordinator"})),  # the bureau's operations
     SenderRule(AUDIT_QUERIES.name, frozenset({"console"})),  # the log read at the console (search, export, verify)
@@ -69,7 +73,7 @@ RULES: tuple[SenderRule, ...] = (
     SenderRule(COORDINATOR_RPC, frozenset({"console"})),  # fleet previews for the console
     SenderRule("clearcard.gateway.*.shard.*", frozenset({"gateway"})),  # forwarded by a gateway replica
     SenderRule("clearcard.gateway.*", frozenset({"coordinator", "backup", "console"})),  # device commands
-    SenderRule("clearcard.notify", EVENT_SOURCES),  # events: clear.finished, device.lock_warning
+    SenderRule("clearcard.notify", EVENT_SOURCES, max_age=HANDOFF_TTL),  # clear.finished, device.lock_warning
 )
 
 

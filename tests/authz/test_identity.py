@@ -9,7 +9,7 @@ import pytest
 
 from shared.authz.identity import HEADER, ServiceIdentity, ServiceKeys
 from shared.bus.api import Delivery, Reject
-from shared.bus.senders import AUDIT_TTL, IDENTITY_TTL, RULES, SERVICES, is_public, rule_for
+from shared.bus.senders import AUDIT_TTL, HANDOFF_TTL, IDENTITY_TTL, RULES, SERVICES, is_public, rule_for
 from shared.bus.topology import AUDIT, BACKUP, COMMANDS, COORDINATOR_REQUESTS, DEAD_LETTERS
 
 NOW = 1_790_000_000.0
@@ -89,6 +89,20 @@ def test_an_identity_is_good_for_minutes_and_never_from_the_future(keys: Service
     record = signed(ServiceIdentity(keys, "coordinator", Clock(NOW)), "audit.record")
     clock.now = NOW + AUDIT_TTL - 1
     checker.verify(AUDIT.name, record)
+
+
+def test_hand_offs_wait_out_a_long_outage_or_backlog(keys: ServiceKeys) -> None:
+    # nobody sends these again: a clear request authorized before a two-hour coordinator outage,
+    # and the events for notify, are still taken (each is processed once by its id)
+    clock = Clock()
+    authorized = signed(ServiceIdentity(keys, "auth", clock), "clear.authorized")
+    finished = signed(ServiceIdentity(keys, "coordinator", clock), "clear.finished")
+    clock.now = NOW + 2 * 3600
+    assert ServiceIdentity(keys, "coordinator", clock).verify(COORDINATOR_REQUESTS.name, authorized).service == "auth"
+    assert ServiceIdentity(keys, "notify", clock).verify("clearcard.notify", finished).service == "coordinator"
+    clock.now = NOW + HANDOFF_TTL + 1  # a capture replayed the next day is still refused
+    with pytest.raises(Reject, match="expired"):
+        ServiceIdentity(keys, "coordinator", clock).verify(COORDINATOR_REQUESTS.name, authorized)
 
 
 def test_a_forged_unknown_or_malformed_identity_is_refused(keys: ServiceKeys, tmp_path: Path) -> None:
