@@ -13,6 +13,7 @@ to load is logged and skipped. docs/device-protocol.md, "Drivers and USB ids".
 from __future__ import annotations
 
 import errno
+import weakref
 from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -32,6 +33,8 @@ ENTRY_POINT_GROUP = "clearcard.device_drivers"
 LIBUSB_ACCESS = -3  # LIBUSB_ERROR_ACCESS: the process may not open the device node
 _WARNED_MAX = 1024
 _warned: set[tuple[int, int, int, int]] = set()  # devices already reported unreadable
+# backend -> (bus, address, vendor id, product id) -> serial, for the devices seen at the last scan
+_serials: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, int, int], str]] = weakref.WeakKeyDictionary()
 BUILTIN: dict[str, type[DeviceDriver]] = {
     d.family: d for d in (UKeyDriver, GoldenTaxDiskDriver, TaxControlDiskDriver)
 }
@@ -69,13 +72,36 @@ def families_by_usb_id(drivers: Mapping[str, type[DeviceDriver]]) -> dict[tuple[
     return {pair: family for family, driver in drivers.items() for pair in usb_ids(driver)}
 
 
+def _where(dev: Any) -> tuple[int, int, int, int] | None:
+    """Where a device sits while it stays plugged in: (bus, address, vendor id, product id).
+
+    The host gives a device a new address each time it is plugged in, so while a device keeps
+    its bus and address it is the same device, and its serial need not be read again."""
+    bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
+    return None if bus is None or address is None else (bus, address, dev.idVendor, dev.idProduct)
+
+
 def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> dict[str, str]:
-    """Serial (device id) -> family of every connected device some driver knows."""
+    """Serial (device id) -> family of every connected device some driver knows.
+
+    The hot-plug watch calls this every few seconds. Reading a serial costs two control
+    transfers, which on a cabinet of hundreds of devices (or emulated, in Python) made every scan
+    a pass over the whole bus: a serial is read once per device and plug-in, where it sits."""
     ids = families_by_usb_id(drivers)
     found: dict[str, str] = {}
+    try:
+        known = _serials.setdefault(backend, {})
+    except TypeError:  # a backend that cannot be weakly referenced reads every serial
+        known = {}
+    still: dict[tuple[int, int, int, int], str] = {}
     with usb_errors("enumeration"):
         for dev in usb.core.find(find_all=True, backend=backend,
                                  custom_match=lambda d: (d.idVendor, d.idProduct) in ids):
+            where = _where(dev)
+            if where is not None and where in known:
+                found[still.setdefault(where, known[where])] = ids[(dev.idVendor, dev.idProduct)]
+                locate.remember(backend, known[where], dev)
+                continue
             try:
                 serial = usb.util.get_string(dev, dev.iSerialNumber)
             except usb.core.USBError as exc:
@@ -89,6 +115,10 @@ def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> 
             if serial:
                 found[serial] = ids[(dev.idVendor, dev.idProduct)]
                 locate.remember(backend, serial, dev)
+                if where is not None:
+                    still[where] = serial
+    known.clear()  # a device gone from its place is forgotten: plugged in again, it is read again
+    known.update(still)
     return found
 
 

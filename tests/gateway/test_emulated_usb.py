@@ -222,3 +222,28 @@ def test_a_damaged_state_file_on_disk_keeps_the_loaded_copy(tmp_path: Path) -> N
     (tmp_path / "emulator" / f"{UKEY}.json").write_text("{not json", encoding="utf-8")
     assert driver.info().info.types == {"004": 1, "007": 0}
     driver.close()
+
+
+def test_a_scan_reads_each_serial_once_per_plug_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = backend_for(tmp_path)
+    reads: list[int] = []
+    real_get_string = usb.util.get_string
+
+    def counted(dev: Any, index: int, *args: Any) -> str:
+        reads.append(dev.address)
+        return real_get_string(dev, index, *args)
+
+    monkeypatch.setattr(usb.util, "get_string", counted)
+    everything = {UKEY: "ukey", DISK: "tax_control_disk"}
+    assert present_devices(backend, load_drivers([])) == everything
+    assert len(reads) == 2
+    assert present_devices(backend, load_drivers([])) == everything
+    assert len(reads) == 2  # the same devices where they were: no control transfer to either
+    backend.store.set_plugged(UKEY, False)
+    assert present_devices(backend, load_drivers([])) == {DISK: "tax_control_disk"}
+    backend.store.set_plugged(UKEY, True)
+    assert present_devices(backend, load_drivers([])) == everything
+    assert len(reads) == 3  # plugged in again: its serial is read again, the disk's is not
+    driver = UKeyDriver(backend, UKEY)  # the device the scan remembered opens (it raises if not)
+    driver.open()
+    driver.close()
