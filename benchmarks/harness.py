@@ -93,15 +93,13 @@ async def system(args: argparse.Namespace, groups: list[Group], tmp: Path, url: 
         bus = await stack.enter_async_context(RabbitBus.connect(url, name="bench"))
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
+        child = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
+        child.update(env, CLEARCARD_LOG_LEVEL="WARNING", CLEARCARD_HTTP="127.0.0.1:0")
         if args.workers:
-            child = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
-            child.update(env, CLEARCARD_LOG_LEVEL="WARNING", CLEARCARD_HTTP="127.0.0.1:0")
             await stack.enter_async_context(serving(child, *ALL, "--workers", str(args.workers),
                                                     log=tmp / "services.log", ready_within=900,
                                                     ready=b" workers (pids "))
         elif args.gateways or args.coordinators:
-            child = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARCARD_", "OTEL_"))}
-            child.update(env, CLEARCARD_LOG_LEVEL="WARNING", CLEARCARD_HTTP="127.0.0.1:0")
             shards = {"CLEARCARD_GATEWAY_SHARDS": str(4 * args.gateways)} if args.gateways > 1 else {}
             await stack.enter_async_context(serving(child, "auth", "backup", "audit", "authority-sim",
                                                     log=tmp / "services.log", ready_within=900))

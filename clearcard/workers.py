@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 import trio
@@ -57,10 +57,9 @@ def command(names: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "clearcard", "serve", *names]
 
 
-async def supervise(plans: Sequence[Sequence[str]], env: Mapping[str, str] | None = None,
-                    *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run one process per plan until cancelled or signalled; reports the first pids once all serve."""
-    environ = dict(os.environ if env is None else env)
+async def supervise(plans: Sequence[Sequence[str]]) -> None:
+    """Run one process per plan until SIGTERM or SIGINT; says so, with their pids, once all serve."""
+    environ = dict(os.environ)
     ready = [trio.Event() for _ in plans]
     pids: list[int] = [0] * len(plans)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -69,7 +68,6 @@ async def supervise(plans: Sequence[Sequence[str]], env: Mapping[str, str] | Non
                 nursery.start_soon(_keep_running, k, list(names), environ, ready[k], pids)
             for event in ready:
                 await event.wait()
-            task_status.started(list(pids))
             print(f"serving {', '.join(plans[0])} in {len(plans)} workers (pids {', '.join(map(str, pids))})",
                   file=sys.stderr, flush=True)
             async for _ in signals:

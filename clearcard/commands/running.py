@@ -55,13 +55,12 @@ def serve(services: Annotated[list[str], typer.Argument(help="auth coordinator b
         names = resolve(services)
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    if settings.embedded_bus and set(names) != set(resolve(["all"])):
-        err.print("[yellow]warning:[/yellow] no CLEARCARD_AMQP_URL: the in-process bus only reaches "
-                  "services in this process")
-
     if workers > 1:
         serve_in_workers(names, workers, settings)
         return
+    if settings.embedded_bus and set(names) != set(resolve(["all"])):
+        err.print("[yellow]warning:[/yellow] no CLEARCARD_AMQP_URL: the in-process bus only reaches "
+                  "services in this process")
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -15,8 +15,11 @@ import threading
 import weakref
 from typing import Any
 
+Place = tuple[int, int, int, int]  # (bus, address, vendor id, product id) of a plugged-in device
 _lock = threading.Lock()
 _seen: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+# the serial read at each place at the last scan: the scan reads a serial once per plug-in
+_serials: weakref.WeakKeyDictionary[Any, dict[Place, str]] = weakref.WeakKeyDictionary()
 
 
 def remember(backend: Any, serial: str, device: Any) -> None:
@@ -38,3 +41,16 @@ def take(backend: Any, serial: str) -> Any | None:
         except TypeError:
             return None
 
+
+
+def serials_by_place(backend: Any) -> dict[Place, str]:
+    """The serials the last scan of `backend` read, by place (a copy; empty if none)."""
+    with _lock, contextlib.suppress(TypeError):
+        return dict(_serials.get(backend, {}))
+    return {}
+
+
+def keep_serials(backend: Any, serials: dict[Place, str]) -> None:
+    """What this scan saw, replacing the last (a backend that cannot be weakly referenced keeps nothing)."""
+    with _lock, contextlib.suppress(TypeError):
+        _serials[backend] = dict(serials)

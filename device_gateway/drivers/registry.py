@@ -13,7 +13,6 @@ to load is logged and skipped. docs/device-protocol.md, "Drivers and USB ids".
 from __future__ import annotations
 
 import errno
-import weakref
 from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -33,8 +32,6 @@ ENTRY_POINT_GROUP = "clearcard.device_drivers"
 LIBUSB_ACCESS = -3  # LIBUSB_ERROR_ACCESS: the process may not open the device node
 _WARNED_MAX = 1024
 _warned: set[tuple[int, int, int, int]] = set()  # devices already reported unreadable
-# backend -> (bus, address, vendor id, product id) -> serial, for the devices seen at the last scan
-_serials: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, int, int], str]] = weakref.WeakKeyDictionary()
 BUILTIN: dict[str, type[DeviceDriver]] = {
     d.family: d for d in (UKeyDriver, GoldenTaxDiskDriver, TaxControlDiskDriver)
 }
@@ -72,13 +69,27 @@ def families_by_usb_id(drivers: Mapping[str, type[DeviceDriver]]) -> dict[tuple[
     return {pair: family for family, driver in drivers.items() for pair in usb_ids(driver)}
 
 
-def _where(dev: Any) -> tuple[int, int, int, int] | None:
+def _where(dev: Any) -> locate.Place | None:
     """Where a device sits while it stays plugged in: (bus, address, vendor id, product id).
 
     The host gives a device a new address each time it is plugged in, so while a device keeps
     its bus and address it is the same device, and its serial need not be read again."""
     bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
     return None if bus is None or address is None else (bus, address, dev.idVendor, dev.idProduct)
+
+
+def _read_serial(dev: Any) -> str | None:
+    """The device's serial string (two control transfers), or None if it cannot be read now."""
+    try:
+        return str(usb.util.get_string(dev, dev.iSerialNumber) or "") or None
+    except usb.core.USBError as exc:
+        if exc.errno == errno.EACCES or getattr(exc, "backend_error_code", None) == LIBUSB_ACCESS:
+            _unreadable(dev)
+        return None  # unplugged between enumeration and the string request
+    except ValueError:
+        return None
+    finally:
+        usb.util.dispose_resources(dev)
 
 
 def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> dict[str, str]:
@@ -88,37 +99,21 @@ def present_devices(backend: Any, drivers: Mapping[str, type[DeviceDriver]]) -> 
     transfers, which on a cabinet of hundreds of devices (or emulated, in Python) made every scan
     a pass over the whole bus: a serial is read once per device and plug-in, where it sits."""
     ids = families_by_usb_id(drivers)
+    known = locate.serials_by_place(backend)
     found: dict[str, str] = {}
-    try:
-        known = _serials.setdefault(backend, {})
-    except TypeError:  # a backend that cannot be weakly referenced reads every serial
-        known = {}
-    still: dict[tuple[int, int, int, int], str] = {}
+    still: dict[locate.Place, str] = {}
     with usb_errors("enumeration"):
         for dev in usb.core.find(find_all=True, backend=backend,
                                  custom_match=lambda d: (d.idVendor, d.idProduct) in ids):
             where = _where(dev)
-            if where is not None and where in known:
-                found[still.setdefault(where, known[where])] = ids[(dev.idVendor, dev.idProduct)]
-                locate.remember(backend, known[where], dev)
-                continue
-            try:
-                serial = usb.util.get_string(dev, dev.iSerialNumber)
-            except usb.core.USBError as exc:
-                if exc.errno == errno.EACCES or getattr(exc, "backend_error_code", None) == LIBUSB_ACCESS:
-                    _unreadable(dev)
-                continue  # unplugged between enumeration and the string request
-            except ValueError:
-                continue
-            finally:
-                usb.util.dispose_resources(dev)
+            serial = (known.get(where) if where is not None else None) or _read_serial(dev)
             if serial:
                 found[serial] = ids[(dev.idVendor, dev.idProduct)]
                 locate.remember(backend, serial, dev)
                 if where is not None:
                     still[where] = serial
-    known.clear()  # a device gone from its place is forgotten: plugged in again, it is read again
-    known.update(still)
+    # a device gone from its place is forgotten: plugged in again, its serial is read again
+    locate.keep_serials(backend, still)
     return found
 
 

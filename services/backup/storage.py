@@ -79,17 +79,14 @@ class _Incoming:
     out: BinaryIO | None
 
 
-def sweep_abandoned(folder: Path, *, now: float | None = None) -> list[Path]:
+def sweep_abandoned(folder: Path) -> None:
     """Remove the unfinished copies in a device's folder that no writer has touched for
-    ABANDONED_AFTER_S; returns them. A copy another replica is writing now is left alone."""
-    limit = (time.time() if now is None else now) - ABANDONED_AFTER_S
-    removed = []
+    ABANDONED_AFTER_S. A copy another replica is writing now is left alone."""
+    limit = time.time() - ABANDONED_AFTER_S
     for tmp in folder.glob(".incoming.*.tmp"):
         with contextlib.suppress(OSError):  # gone already, or not ours to remove: not this backup's concern
             if tmp.stat().st_mtime < limit:
                 tmp.unlink()
-                removed.append(tmp)
-    return removed
 
 
 class NewCopies:
